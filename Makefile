@@ -1,0 +1,63 @@
+# crownsam: `make` lists the targets. `make run` and `make test` set themselves up on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.crownsam-installed
+OUT ?= out/demo
+SIZE ?= 4096
+SEED ?= 0
+MODEL ?= sam2.1_hiera_t
+# A SAM2 checkpoint URI (local path, gs://, https://). Empty: run untrained SAM2 and say so everywhere.
+CHECKPOINT ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-slow lint format bench run demo-data clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "crownsam: $(PYTHON) not found (Python 3.11 is required)" >&2; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -r requirements.lock
+	# sam2 builds from source; its CUDA extension is optional and needs nvcc, so skip it.
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation --no-deps sam2==1.1.0
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(STAMP) ## create .venv and install everything (idempotent)
+
+test: setup ## run the default test suite (no slow or GPU tests)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: setup ## run the slow tests too (whole scenes, real SAM2 on bigger inputs)
+	$(BIN)/python -m pytest -m 'not gpu' $(PYTEST_ARGS)
+
+lint: setup ## ruff check and format check
+	$(BIN)/ruff check components tests benchmarks pipelines
+	$(BIN)/ruff format --check components tests benchmarks pipelines
+
+format: setup ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix components tests benchmarks pipelines
+	$(BIN)/ruff format components tests benchmarks pipelines
+
+bench: setup ## print pseudolabeling speed and memory figures on the demo scene
+	$(BIN)/python benchmarks/bench_pseudolabel.py --size $(SIZE) --seed $(SEED)
+
+demo-data: setup ## generate the synthetic demo scene in $(OUT)
+	$(BIN)/crownsam demo-data $(OUT) --size $(SIZE) --seed $(SEED)
+
+run: setup ## generate the demo scene and pseudolabel it (untrained SAM2 unless CHECKPOINT is set)
+	$(BIN)/crownsam demo-data $(OUT) --size $(SIZE) --seed $(SEED)
+	$(BIN)/crownsam tile --ortho $(OUT)/ortho.tif --segments $(OUT)/coarse.gpkg --out $(OUT)/plan.json
+	$(BIN)/crownsam pseudolabel --ortho $(OUT)/ortho.tif --segments $(OUT)/coarse.gpkg \
+		--plan $(OUT)/plan.json --out $(OUT)/pseudolabels.gpkg --model $(MODEL) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--untrained)
+	@echo "crownsam: results in $(OUT)/ (pseudolabels.gpkg, pseudolabels.summary.json, plan.json)"
+
+clean: ## remove generated outputs (keeps .venv)
+	rm -rf out .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Shared plumbing: errors, atomic writes, raster and vector I/O, storage."""

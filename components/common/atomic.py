@@ -1,0 +1,40 @@
+"""Write-then-rename helpers: an output either appears whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` that is renamed onto it only if the block succeeds.
+
+    The temporary name keeps the target's suffix (drivers such as GPKG pick the format from it).
+    On any exception the temporary file is removed and an existing ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as GDAL want to create the file themselves
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        for leftover in (tmp_path, *tmp_path.parent.glob(tmp_path.name + "-*")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def write_json(target: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented, key-sorted JSON atomically; return the path."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(target)

@@ -1,0 +1,159 @@
+"""Raster access by windows: opening with clear errors, band checks, a scene-wide stretch, RGB windows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from crownsam.common.errors import InputError
+
+Stretch = list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the pipeline needs to know about a raster, without its pixels."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float]
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+
+    @property
+    def affine(self) -> rasterio.Affine:
+        return rasterio.Affine(*self.transform)
+
+
+def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
+    """Open a raster for reading or raise InputError naming the file and the problem."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(path, "raster not found")
+    if p.is_dir():
+        raise InputError(path, "is a folder, expected a raster file")
+    try:
+        return rasterio.open(p)
+    except RasterioIOError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(path, f"not a readable raster ({first})") from exc
+
+
+def crs_string(crs: rasterio.crs.CRS) -> str:
+    """``EPSG:NNNN`` when the CRS has a code (portable between GDAL's and pyproj's PROJ), else WKT."""
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else crs.to_wkt()
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    """Read a raster's metadata (no pixels)."""
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise InputError(path, "raster has no CRS; georeference it first")
+        return RasterInfo(
+            path=str(path),
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            crs=crs_string(src.crs),
+            transform=tuple(src.transform)[:6],
+            nodata=src.nodata,
+            descriptions=tuple(src.descriptions),
+        )
+
+
+def parse_bands(text: str | Sequence[int]) -> tuple[int, ...]:
+    """Parse ``"3,2,1"`` (1-based band indices) into a tuple; raise ValueError on junk."""
+    if isinstance(text, str):
+        parts = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            bands = tuple(int(t) for t in parts)
+        except ValueError as exc:
+            raise ValueError(f"band list {text!r} must be comma-separated integers such as 3,2,1") from exc
+    else:
+        bands = tuple(int(b) for b in text)
+    if not bands:
+        raise ValueError("band list is empty")
+    return bands
+
+
+def check_rgb_bands(info: RasterInfo, bands: Sequence[int]) -> tuple[int, int, int]:
+    """Validate three 1-based band indices against the raster; raise InputError otherwise."""
+    if info.count < 3:
+        raise InputError(info.path, f"has {info.count} band(s); an RGB rendering for SAM2 needs at least 3")
+    if len(bands) != 3:
+        raise InputError(info.path, f"--rgb-bands needs exactly 3 band indices, got {len(bands)}")
+    for b in bands:
+        if not 1 <= b <= info.count:
+            raise InputError(info.path, f"band {b} out of range: the raster has bands 1..{info.count}")
+    return (int(bands[0]), int(bands[1]), int(bands[2]))
+
+
+def compute_stretch(
+    path: str | Path,
+    bands: Sequence[int],
+    percentiles: tuple[float, float] = (2.0, 98.0),
+    max_pixels: int = 4_000_000,
+) -> Stretch:
+    """Scene-wide linear stretch per band: the given percentiles of valid pixels.
+
+    Reads a decimated version of the raster (at most ``max_pixels`` per band; GDAL uses overviews when
+    present) so the whole orthophoto is never in memory. Computed once per scene and reused for every
+    window, which keeps tiles seamless.
+    """
+    with open_raster(path) as src:
+        factor = max(1.0, math.sqrt(src.width * src.height / max_pixels))
+        shape = (len(bands), max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+        data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.nearest)
+    stretch: Stretch = []
+    for i, b in enumerate(bands):
+        valid = data[i].compressed()
+        if valid.size == 0:
+            raise InputError(path, f"band {b} has no valid (non-nodata) pixels")
+        lo, hi = np.percentile(valid.astype(np.float64), percentiles)
+        if hi <= lo:
+            hi = lo + 1.0
+        stretch.append((float(lo), float(hi)))
+    return stretch
+
+
+def apply_stretch(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
+    """Map a (bands, H, W) array to uint8 (H, W, bands) with a per-band linear stretch; invalid pixels -> 0."""
+    out = np.empty((data.shape[1], data.shape[2], data.shape[0]), dtype=np.uint8)
+    for i, (lo, hi) in enumerate(stretch):
+        scaled = (data[i].astype(np.float32) - lo) * (255.0 / (hi - lo))
+        out[..., i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if valid is not None:
+        out[~valid] = 0
+    return out
+
+
+def read_rgb_window(
+    src: rasterio.io.DatasetReader,
+    window: Window,
+    bands: Sequence[int],
+    stretch: Stretch,
+    pad_to: int | None = None,
+) -> np.ndarray:
+    """Read one window of the chosen bands as stretched uint8 RGB (H, W, 3), padded with 0 to ``pad_to``."""
+    data = src.read(list(bands), window=window)
+    mask = src.read_masks(list(bands)[0], window=window) > 0 if src.nodata is not None else None
+    rgb = apply_stretch(data, stretch, mask)
+    if pad_to is not None and (rgb.shape[0] < pad_to or rgb.shape[1] < pad_to):
+        padded = np.zeros((max(pad_to, rgb.shape[0]), max(pad_to, rgb.shape[1]), 3), dtype=np.uint8)
+        padded[: rgb.shape[0], : rgb.shape[1]] = rgb
+        rgb = padded
+    return rgb

@@ -1,0 +1,1 @@
+"""SAM2 pseudolabeling: one image embedding per window, batched box prompts, largest component -> polygon."""
