@@ -51,6 +51,13 @@ def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
         raise InputError(path, f"not a readable raster ({first})") from exc
 
 
+def read_error(path: str | Path, exc: RasterioIOError) -> InputError:
+    """InputError for pixels that cannot be read (truncated or corrupt file), with GDAL's own reason."""
+    cause = exc.__cause__ or exc  # rasterio's "Read failed. See previous exception" wraps GDAL's message
+    first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return InputError(path, f"cannot read pixels; truncated or corrupt raster? ({first})")
+
+
 def crs_string(crs: rasterio.crs.CRS) -> str:
     """``EPSG:NNNN`` when the CRS has a code (portable between GDAL's and pyproj's PROJ), else WKT."""
     code = crs.to_epsg()
@@ -117,7 +124,10 @@ def compute_stretch(
     with open_raster(path) as src:
         factor = max(1.0, math.sqrt(src.width * src.height / max_pixels))
         shape = (len(bands), max(1, round(src.height / factor)), max(1, round(src.width / factor)))
-        data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.nearest)
+        try:
+            data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.nearest)
+        except RasterioIOError as exc:
+            raise read_error(path, exc) from exc
     stretch: Stretch = []
     for i, b in enumerate(bands):
         valid = data[i].compressed()
@@ -131,7 +141,7 @@ def compute_stretch(
 
 
 def apply_stretch(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
-    """Map a (bands, H, W) array to uint8 (H, W, bands) with a per-band linear stretch; invalid pixels -> 0."""
+    """Map (bands, H, W) data to uint8 (H, W, bands) with a per-band linear stretch; invalid pixels -> 0."""
     out = np.empty((data.shape[1], data.shape[2], data.shape[0]), dtype=np.uint8)
     for i, (lo, hi) in enumerate(stretch):
         scaled = (data[i].astype(np.float32) - lo) * (255.0 / (hi - lo))
@@ -149,8 +159,11 @@ def read_rgb_window(
     pad_to: int | None = None,
 ) -> np.ndarray:
     """Read one window of the chosen bands as stretched uint8 RGB (H, W, 3), padded with 0 to ``pad_to``."""
-    data = src.read(list(bands), window=window)
-    mask = src.read_masks(list(bands)[0], window=window) > 0 if src.nodata is not None else None
+    try:
+        data = src.read(list(bands), window=window)
+        mask = src.read_masks(bands[0], window=window) > 0 if src.nodata is not None else None
+    except RasterioIOError as exc:
+        raise read_error(src.name, exc) from exc
     rgb = apply_stretch(data, stretch, mask)
     if pad_to is not None and (rgb.shape[0] < pad_to or rgb.shape[1] < pad_to):
         padded = np.zeros((max(pad_to, rgb.shape[0]), max(pad_to, rgb.shape[1]), 3), dtype=np.uint8)

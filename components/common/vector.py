@@ -73,8 +73,7 @@ def to_crs(gdf: gpd.GeoDataFrame, crs_text: str, path: str | Path, report: ReadR
         return gdf
     report.reprojected_from = crs_label(source)
     msg = f"{path}: reprojected from {crs_label(source)} to the raster's CRS {crs_label(target)}"
-    report.notes.append(msg)
-    log.warning(msg)
+    report.notes.append(msg)  # callers log the notes: one warning line
     return gdf.to_crs(target)
 
 
@@ -112,7 +111,7 @@ def largest_polygon(geom: shapely.Geometry) -> shapely.Polygon:
 def check_geometries(
     gdf: gpd.GeoDataFrame, path: str | Path, report: ReadReport, fix: bool
 ) -> gpd.GeoDataFrame:
-    """Refuse (or, with ``fix``, repair) invalid and multi-part polygons.
+    """Refuse (or, with ``fix``, repair) invalid and multi-part (two or more parts) polygons.
 
     Repair: ``shapely.make_valid`` then keep polygon parts; a multi-part result keeps its largest part.
     Null or empty geometries are left for the caller to skip with a reason.
@@ -120,7 +119,9 @@ def check_geometries(
     geoms = gdf.geometry.values
     present = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     invalid = present & ~shapely.is_valid(geoms)
+    # One-part MultiPolygons are plain polygons (GPKG writers promote mixed layers to Multi): not flagged.
     multi = present & (shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON)
+    multi &= shapely.get_num_geometries(geoms) > 1
     if not fix:
         for mask, problem in ((invalid, "invalid"), (multi, "multi-part")):
             if mask.any():

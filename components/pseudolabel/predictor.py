@@ -59,7 +59,7 @@ class KnownAnswerPredictor:
 
     def set_image(self, image: np.ndarray, window: WindowTask) -> None:
         h, w = image.shape[:2]
-        t = self._transform * Affine.translation(window.col_off, window.row_off)
+        t = self._transform @ Affine.translation(window.col_off, window.row_off)
         shapes = ((g, i + 1) for i, g in enumerate(self._truth.geometry) if g is not None)
         self._ids = rasterio.features.rasterize(shapes, out_shape=(h, w), transform=t, fill=0, dtype="int32")
         found = ndimage.find_objects(self._ids)

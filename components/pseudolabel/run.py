@@ -85,7 +85,7 @@ def label_window(
             if lcc is None:
                 out.append((None, float(score), 0, False))
                 continue
-            t = transform * Affine.translation(window.col_off + c0, window.row_off + r0)
+            t = transform @ Affine.translation(window.col_off + c0, window.row_off + r0)
             out.append((mask_to_polygon(lcc, t), float(score), int(lcc.sum()), touches_border(lcc)))
     return out
 

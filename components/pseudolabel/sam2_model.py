@@ -84,7 +84,12 @@ def build_sam2_model(
     torch.manual_seed(seed)
     net = build_sam2(MODELS[model][0], ckpt_path=None, device="cpu", mode="eval")
     if sd is not None:
-        missing, unexpected = net.load_state_dict(sd, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            raise InputError(
+                checkpoint, f"checkpoint does not fit {model}: weight shapes differ (wrong --model?)"
+            ) from exc
         if missing or unexpected:
             raise InputError(
                 checkpoint,
@@ -139,7 +144,9 @@ class Sam2BoxPredictor:
         with torch.inference_mode(), self._autocast():
             _, _, _, box = p._prep_prompts(None, None, boxes, None, normalize_coords=True)
             labels = torch.tensor([[2, 3]], dtype=torch.int, device=box.device).repeat(box.shape[0], 1)
-            sparse, dense = p.model.sam_prompt_encoder(points=(box.reshape(-1, 2, 2), labels), boxes=None, masks=None)
+            sparse, dense = p.model.sam_prompt_encoder(
+                points=(box.reshape(-1, 2, 2), labels), boxes=None, masks=None
+            )
             low_res, iou, _, _ = p.model.sam_mask_decoder(
                 image_embeddings=p._features["image_embed"][-1].unsqueeze(0),
                 image_pe=p.model.sam_prompt_encoder.get_dense_pe(),

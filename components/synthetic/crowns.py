@@ -6,15 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from shapely.geometry import Point, Polygon, box
-
 from crownsam.synthetic.grid import Grid
 from crownsam.synthetic.layout import Layout
+from shapely.geometry import Point, Polygon, box
 
 N_ANGLES = 180
 ANGLES = np.linspace(0.0, 2 * np.pi, N_ANGLES, endpoint=False)
 SPECIES = ("spruce", "pine", "birch")
-SPECIES_P = (0.4, 0.3, 0.3)
+SPECIES_P = (0.3, 0.28, 0.42)
 CONIFERS = frozenset({"spruce", "pine"})
 # height range (m) and crown radius r0 = a + b * height (m), per species
 HEIGHT_RANGE = {"spruce": (12.0, 25.0), "pine": (12.0, 24.0), "birch": (8.0, 21.0)}
@@ -107,7 +106,9 @@ def place_trees(rng: np.random.Generator, grid: Grid, layout: Layout) -> list[Tr
 
     def density(x: float, y: float) -> float:
         u, v = (x - xmin) / e, (ymax - y) / e
-        s = (amp[0] * np.sin(2 * np.pi * kx * u + ph[0])).sum() + (amp[1] * np.sin(2 * np.pi * kx * v + ph[1])).sum()
+        s = (amp[0] * np.sin(2 * np.pi * kx * u + ph[0])).sum() + (
+            amp[1] * np.sin(2 * np.pi * kx * v + ph[1])
+        ).sum()
         return 0.3 + 0.7 / (1.0 + np.exp(-1.5 * s))
 
     trees: list[Tree] = []

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
-from rasterio.transform import from_origin
 
 CRS = "EPSG:3067"
 GSD = 0.025  # orthophoto pixel size, m
@@ -36,7 +35,7 @@ class Grid:
     @property
     def transform(self) -> Affine:
         """Affine transform of the orthophoto grid."""
-        return from_origin(self.x0, self.y0, GSD, GSD)
+        return Affine(GSD, 0.0, self.x0, 0.0, -GSD, self.y0)
 
     @property
     def chm_size(self) -> int:
@@ -46,7 +45,7 @@ class Grid:
     @property
     def chm_transform(self) -> Affine:
         """Affine transform of the CHM grid (same origin, ``CHM_GSD`` pixels)."""
-        return from_origin(self.x0, self.y0, CHM_GSD, CHM_GSD)
+        return Affine(CHM_GSD, 0.0, self.x0, 0.0, -CHM_GSD, self.y0)
 
 
 def centres(origin: float, res: float, start: int, stop: int, sign: float = 1.0) -> np.ndarray:
@@ -57,7 +56,7 @@ def centres(origin: float, res: float, start: int, stop: int, sign: float = 1.0)
 def pixel_window(
     x: float, y: float, radius: float, x0: float, y0: float, res: float, n: int
 ) -> tuple[int, int, int, int]:
-    """Rows ``r0:r1`` and columns ``c0:c1`` (clipped to ``[0, n)``) of the pixels within ``radius`` of (x, y)."""
+    """Rows ``r0:r1`` and columns ``c0:c1``, clipped to ``[0, n)``, of pixels within ``radius`` of (x, y)."""
     c0 = max(0, int(np.floor((x - radius - x0) / res)))
     c1 = min(n, int(np.ceil((x + radius - x0) / res)) + 1)
     r0 = max(0, int(np.floor((y0 - (y + radius)) / res)))

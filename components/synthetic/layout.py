@@ -6,17 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from crownsam.synthetic.grid import Grid
 from shapely import affinity
 from shapely.geometry import LineString, Polygon, box
-
-from crownsam.synthetic.grid import Grid
 
 NODATA_FRACTION = 0.03  # mean width of the nodata strip along the right edge, as a fraction of the scene
 
 
 @dataclass(frozen=True)
 class Roof:
-    """A gable roof: a rectangle ``2*half_length x 2*half_width`` centred at (cx, cy), ridge along ``angle``."""
+    """A gable roof: rectangle ``2 half_length x 2 half_width`` centred at (cx, cy), ridge along ``angle``."""
 
     cx: float
     cy: float
@@ -81,7 +80,7 @@ def valid_area(rng: np.random.Generator, grid: Grid) -> Polygon:
 
 def road(rng: np.random.Generator, grid: Grid) -> tuple[Polygon, float]:
     """A gently curving road across the scene at about 80 % of its height; width ``min(5, 0.05 E)`` m."""
-    xmin, ymin, xmax, ymax = grid.bounds
+    xmin, _, xmax, ymax = grid.bounds
     e = grid.extent
     width = min(5.0, 0.05 * e)
     xs = np.linspace(xmin - 1.0, xmax + 1.0, 65)

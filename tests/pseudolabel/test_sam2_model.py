@@ -1,0 +1,76 @@
+"""Real SAM2 code (untrained hiera tiny, CPU): checkpoint rules, batched prompts equal SAM2's own predict."""
+
+import numpy as np
+import pytest
+import torch
+
+from crownsam.common.errors import CrownsamError, InputError
+from crownsam.pseudolabel.masks import neighbourhoods
+from crownsam.pseudolabel.sam2_model import MODELS, Sam2BoxPredictor, build_sam2_model, resolve_device
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    return build_sam2_model("sam2.1_hiera_t", None, untrained=True, device=CPU)
+
+
+def test_untrained_must_be_asked_for() -> None:
+    with pytest.raises(CrownsamError, match="--checkpoint URI .* or --untrained"):
+        build_sam2_model("sam2.1_hiera_t", None, untrained=False, device=CPU)
+    with pytest.raises(CrownsamError, match="exclude each other"):
+        build_sam2_model("sam2.1_hiera_t", "x.pt", untrained=True, device=CPU)
+    with pytest.raises(CrownsamError, match="choose one of"):
+        build_sam2_model("sam3", None, untrained=True, device=CPU)
+
+
+def test_every_model_name_maps_to_a_packaged_config() -> None:
+    from importlib.resources import files
+
+    for cfg, _ in MODELS.values():
+        assert (files("sam2") / cfg).is_file()
+
+
+def test_untrained_weights_are_seeded(tiny) -> None:
+    again = build_sam2_model("sam2.1_hiera_t", None, untrained=True, device=CPU)
+    for (k, a), (_, b) in zip(tiny.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_round_trip_and_mismatch(tiny, tmp_path) -> None:
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"model": tiny.state_dict()}, ckpt)
+    net = build_sam2_model("sam2.1_hiera_t", str(ckpt), untrained=False, device=CPU, cache_dir=tmp_path)
+    k = "sam_mask_decoder.iou_prediction_head.layers.0.weight"
+    assert torch.equal(net.state_dict()[k], tiny.state_dict()[k])
+    with pytest.raises(InputError, match="does not fit sam2.1_hiera_s"):
+        build_sam2_model("sam2.1_hiera_s", str(ckpt), untrained=False, device=CPU)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
+        build_sam2_model("sam2.1_hiera_t", str(junk), untrained=False, device=CPU)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CrownsamError):
+        resolve_device("tpu")
+
+
+def test_batched_crop_prompts_equal_sam2_predict(tiny) -> None:
+    """Our batched prompt + crop upsampling gives exactly SAM2ImagePredictor.predict's masks and scores."""
+    p = Sam2BoxPredictor(tiny, name="sam2.1_hiera_t", untrained=True)
+    img = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    p.set_image(img)
+    boxes = np.array([[100, 120, 260, 300], [500.5, 40, 700, 220.7], [0, 900, 130, 1024]], dtype=np.float32)
+    regions = neighbourhoods(boxes, 1024, 1024)
+    masks, scores = p.predict_boxes(boxes, regions)
+    with torch.inference_mode():
+        ref, ref_scores, _ = p.predictor.predict(box=boxes, multimask_output=False)
+    np.testing.assert_allclose(scores, ref_scores[:, 0], rtol=1e-4)
+    for m, (r0, c0, r1, c1), full in zip(masks, regions, ref[:, 0], strict=True):
+        assert m.shape == (r1 - r0, c1 - c0)
+        assert (m != full[r0:r1, c0:c1].astype(bool)).sum() == 0
+    assert p.forward_seconds > 0
