@@ -14,7 +14,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
-from rasterio.transform import from_origin
+from rasterio import Affine
 
 CRS = "EPSG:3067"
 GSD = 0.025  # metres per pixel
@@ -53,7 +53,7 @@ def write_raster(
         "height": height,
         "count": bands,
         "dtype": dtype,
-        "transform": from_origin(origin[0], origin[1], gsd, gsd),
+        "transform": Affine(gsd, 0.0, origin[0], 0.0, -gsd, origin[1]),
         "nodata": nodata,
     }
     if crs is not None:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from crownsam.synthetic.crowns import largest_polygon
-from crownsam.synthetic.grid import CHM_GSD, Grid, centres
-from crownsam.synthetic.layout import Layout
 from rasterio import features
 from shapely import affinity
 from shapely.geometry import Point, Polygon, box, shape
+
+from crownsam.synthetic.crowns import largest_polygon
+from crownsam.synthetic.grid import CHM_GSD, Grid, centres
+from crownsam.synthetic.layout import Layout
 
 ERRORS = ("none", "dilated", "eroded", "offset", "merged", "split", "false")
 MISSING_RATE, SPLIT_RATE, MERGE_PAIR_RATE = 0.05, 0.05, 0.04  # 4 % of trees start a pair: ~8 % merged

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from shapely.geometry import Point, Polygon, box
+
 from crownsam.synthetic.grid import Grid
 from crownsam.synthetic.layout import Layout
-from shapely.geometry import Point, Polygon, box
 
 N_ANGLES = 180
 ANGLES = np.linspace(0.0, 2 * np.pi, N_ANGLES, endpoint=False)

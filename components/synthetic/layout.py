@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from crownsam.synthetic.grid import Grid
 from shapely import affinity
 from shapely.geometry import LineString, Polygon, box
+
+from crownsam.synthetic.grid import Grid
 
 NODATA_FRACTION = 0.03  # mean width of the nodata strip along the right edge, as a fraction of the scene
 

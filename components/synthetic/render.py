@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from crownsam.synthetic.crowns import Tree
-from crownsam.synthetic.grid import CHM_FACTOR, CHM_GSD, GSD, Grid, centres, pixel_window
-from crownsam.synthetic.layout import Layout
-from crownsam.synthetic.noise import smooth_noise, upsample
 from rasterio import features
 from scipy import ndimage
 from shapely.geometry import Polygon
+
+from crownsam.synthetic.crowns import Tree
+from crownsam.synthetic.grid import CHM_FACTOR, CHM_GSD, GSD, Grid, centres, pixel_window
+from crownsam.synthetic.layout import Layout, Roof
+from crownsam.synthetic.noise import smooth_noise, upsample
 
 SUN_AZIMUTH = np.deg2rad(215.0)  # clockwise from north: the sun is in the south-west
 SUN_ELEVATION = np.deg2rad(42.0)
@@ -170,6 +172,119 @@ def crown_ids(grid: Grid, trees: Sequence[Tree], truth: Sequence[Polygon]) -> np
     return np.where(label > 0, label, top)
 
 
+@dataclass(frozen=True)
+class Materials:
+    """Per-pixel surface classes of the orthophoto."""
+
+    cid: np.ndarray  # tree id shown (0: none)
+    valid: np.ndarray  # inside the image-data area
+    road: np.ndarray
+    roof_id: np.ndarray  # roof index + 1 (0: none)
+    soil: np.ndarray  # open ground: a grass/soil mixture
+    grass: np.ndarray  # grass fraction of open ground, 0..1
+
+
+def materials(rng: np.random.Generator, grid: Grid, cid: np.ndarray, layout: Layout) -> Materials:
+    """Classify pixels: crowns (``cid``), road and roofs where no crown covers them, open ground."""
+    shape, tr = (grid.size, grid.size), grid.transform
+    ground = cid == 0
+    valid = features.rasterize([(layout.valid, 1)], out_shape=shape, transform=tr, dtype="uint8") > 0
+    road = features.rasterize([(layout.road, 1)], out_shape=shape, transform=tr, dtype="uint8") > 0
+    roofs = [(r.polygon, i) for i, r in enumerate(layout.roofs, start=1)]
+    roof_id = features.rasterize(roofs, out_shape=shape, transform=tr, dtype="uint8")
+    road &= ground
+    roof_id[~ground] = 0
+    grass = np.clip(0.5 + 0.45 * smooth_noise(rng, shape, 60.0), 0.0, 1.0)
+    return Materials(cid, valid, road, roof_id, ground & ~road & (roof_id == 0), grass)
+
+
+def _roof_brightness(roof: Roof, x: np.ndarray, y: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Gable roof: two planes pitched 30 degrees, Lambertian, with seams every 0.4 m and a dark ridge."""
+    u, v = roof.frame(x, y)
+    pitch = np.deg2rad(30.0)
+    ax, ay = -np.sin(roof.angle), np.cos(roof.angle)  # across-ridge unit vector
+    side = np.where(v >= 0, 1.0, -1.0)
+    lam = side * np.sin(pitch) * (ax * SUN[0] + ay * SUN[1]) + np.cos(pitch) * SUN[2]
+    b = (0.35 + 0.85 * lam) * (1.0 + 0.06 * np.sin(2 * np.pi * u / 0.4) + 0.03 * fine)
+    return np.where(np.abs(v) < 0.08, 0.7 * b, b)
+
+
+def brightness(
+    rng: np.random.Generator,
+    grid: Grid,
+    trees: Sequence[Tree],
+    layout: Layout,
+    m: Materials,
+    fine: np.ndarray,
+    shade: np.ndarray,
+) -> np.ndarray:
+    """Relative brightness of every pixel: texture and shading per material, darkened by cast shadows."""
+    h = grid.size
+    mid = smooth_noise(rng, (h, h), 3.0)
+    clump = smooth_noise(rng, (h, h), 8.0)
+    bright = (1.0 + 0.18 * fine + 0.10 * mid).astype(np.float32)  # grass and soil
+    bright[m.road] = 1.0 + 0.05 * fine[m.road] + 0.05 * mid[m.road]
+    xs = centres(grid.x0, GSD, 0, h)
+    ys = centres(grid.y0, GSD, 0, h, sign=-1.0)
+    for i, roof in enumerate(layout.roofs, start=1):
+        rr, cc = np.nonzero(m.roof_id == i)
+        bright[rr, cc] = _roof_brightness(roof, xs[cc], ys[rr], fine[rr, cc])
+    for k, t in enumerate(trees, start=1):
+        r0, r1, c0, c1 = pixel_window(t.x, t.y, t.rmax, grid.x0, grid.y0, GSD, h)
+        rr, cc = np.nonzero(m.cid[r0:r1, c0:c1] == k)
+        rr += r0
+        cc += c0
+        dx, dy = xs[cc] - t.x, ys[rr] - t.y
+        bright[rr, cc] = _crown_brightness(t, dx, dy, fine[rr, cc], mid[rr, cc], clump[rr, cc])
+    depth = np.where(m.cid == 0, SHADOW_DEPTH_GROUND, SHADOW_DEPTH_CROWN).astype(np.float32)
+    bright *= 1.0 - depth * shade
+    return bright
+
+
+def tree_spectra(rng: np.random.Generator, trees: Sequence[Tree]) -> tuple[np.ndarray, np.ndarray]:
+    """Per tree id (row 0 unused): reflectance (5 bands) and thermal (base K, sun gain K).
+
+    Reflectance is the species spectrum times a random albedo (0.85-1.15) with +-4 % per band.
+    """
+    spectra = np.zeros((len(trees) + 1, 5), dtype=np.float32)
+    temps = np.zeros((len(trees) + 1, 2), dtype=np.float32)
+    for k, t in enumerate(trees, start=1):
+        albedo = rng.uniform(0.85, 1.15) * (1.0 + rng.normal(0.0, 0.04, 5))
+        spectra[k] = np.asarray(TREE_SPECTRA[t.species]) * albedo
+        temps[k] = TREE_T[t.species]
+    return spectra, temps
+
+
+def reflectance_band(
+    band: int, spectra: np.ndarray, layout: Layout, m: Materials, bright: np.ndarray, noise: np.ndarray
+) -> np.ndarray:
+    """One reflective band, uint16: ``spectrum * brightness * (1 + 0.02 noise)``, >= 1; 0 is nodata."""
+    base = spectra[m.cid, band]
+    g = m.grass[m.soil]
+    base[m.soil] = g * GRASS[band] + (1.0 - g) * SOIL[band]
+    base[m.road] = ROAD[band]
+    for i, roof in enumerate(layout.roofs, start=1):
+        base[m.roof_id == i] = ROOF[roof.material][band]
+    base *= bright
+    base *= 1.0 + 0.02 * noise
+    return np.where(m.valid, np.clip(np.rint(base), 1, 65535), 0).astype(np.uint16)
+
+
+def thermal_band(
+    temps: np.ndarray, layout: Layout, m: Materials, shade: np.ndarray, fine: np.ndarray
+) -> np.ndarray:
+    """Thermal band, uint16 in 0.1 K: ``T = base + gain * sunlit``, blurred by sigma 4 px (coarse optics)."""
+    t_base, t_gain = temps[m.cid, 0], temps[m.cid, 1]
+    t_base[m.road], t_gain[m.road] = ROAD_T
+    for i in range(1, len(layout.roofs) + 1):
+        t_base[m.roof_id == i], t_gain[m.roof_id == i] = ROOF_T
+    g = m.grass[m.soil]
+    t_base[m.soil] = g * GRASS_T[0] + (1.0 - g) * SOIL_T[0]
+    t_gain[m.soil] = g * GRASS_T[1] + (1.0 - g) * SOIL_T[1]
+    temp = ndimage.gaussian_filter(t_base + t_gain * (1.0 - shade), 4.0) + 0.2 * fine
+    return np.where(m.valid, np.clip(np.rint(10.0 * temp), 1, 65535), 0).astype(np.uint16)
+
+
 def render_ortho(
     rng: np.random.Generator,
     grid: Grid,
@@ -180,85 +295,20 @@ def render_ortho(
 ) -> np.ndarray:
     """The 6-band uint16 orthophoto (blue, green, red, NIR, red edge, thermal), 0 outside ``layout.valid``.
 
-    Each pixel is ``spectrum(material) * brightness * (1 + 2 % sensor noise)``; brightness holds shading,
-    texture and cast shadows. Thermal is ``10 * T`` with T in kelvin, blurred like a low-resolution sensor.
+    ``shadow`` is the boolean cast-shadow mask on the CHM grid; it is softened and upsampled here.
     """
-    h = w = grid.size
-    tr = grid.transform
-    fine = smooth_noise(rng, (h, w), 0.7)
-    mid = smooth_noise(rng, (h, w), 3.0)
-    clump = smooth_noise(rng, (h, w), 8.0)
-    grass = np.clip(0.5 + 0.45 * smooth_noise(rng, (h, w), 60.0), 0.0, 1.0)
-    shade = np.clip(
-        upsample(ndimage.gaussian_filter(shadow.astype(np.float32), 0.7), CHM_FACTOR, (h, w)), 0, 1
-    )
-    valid = features.rasterize([(layout.valid, 1)], out_shape=(h, w), transform=tr, dtype="uint8") > 0
-    ground = cid == 0
-    road = (
-        features.rasterize([(layout.road, 1)], out_shape=(h, w), transform=tr, dtype="uint8") > 0
-    ) & ground
-    roof_id = features.rasterize(
-        [(r.polygon, i) for i, r in enumerate(layout.roofs, start=1)],
-        out_shape=(h, w),
-        transform=tr,
-        dtype="uint8",
-    )
-    roof_id[~ground] = 0
-    soil = ground & ~road & (roof_id == 0)
-
-    bright = (1.0 + 0.18 * fine + 0.10 * mid).astype(np.float32)  # ground texture
-    bright[road] = 1.0 + 0.05 * fine[road] + 0.05 * mid[road]
-    xs = centres(grid.x0, GSD, 0, w)
-    ys = centres(grid.y0, GSD, 0, h, sign=-1.0)
-    for i, roof in enumerate(layout.roofs, start=1):
-        rr, cc = np.nonzero(roof_id == i)
-        u, v = roof.frame(xs[cc], ys[rr])
-        side = np.where(v >= 0, 1.0, -1.0)
-        pitch = np.deg2rad(30.0)
-        ax, ay = -np.sin(roof.angle), np.cos(roof.angle)  # across-ridge unit vector
-        lam = side * np.sin(pitch) * (ax * SUN[0] + ay * SUN[1]) + np.cos(pitch) * SUN[2]
-        b = (0.35 + 0.85 * lam) * (1.0 + 0.06 * np.sin(2 * np.pi * u / 0.4) + 0.03 * fine[rr, cc])
-        bright[rr, cc] = np.where(np.abs(v) < 0.08, 0.7 * b, b)
-    for k, t in enumerate(trees, start=1):
-        r0, r1, c0, c1 = pixel_window(t.x, t.y, t.rmax, grid.x0, grid.y0, GSD, h)
-        if r0 >= r1 or c0 >= c1:
-            continue
-        rr, cc = np.nonzero(cid[r0:r1, c0:c1] == k)
-        rr += r0
-        cc += c0
-        bright[rr, cc] = _crown_brightness(
-            t, xs[cc] - t.x, ys[rr] - t.y, fine[rr, cc], mid[rr, cc], clump[rr, cc]
-        )
-    del mid, clump
-    bright *= 1.0 - np.where(ground, SHADOW_DEPTH_GROUND, SHADOW_DEPTH_CROWN).astype(np.float32) * shade
-
-    spectra = np.zeros((len(trees) + 1, 5), dtype=np.float32)
-    temps = np.zeros((len(trees) + 1, 2), dtype=np.float32)
-    for k, t in enumerate(trees, start=1):
-        albedo = rng.uniform(0.85, 1.15) * (1.0 + rng.normal(0.0, 0.04, 5))
-        spectra[k] = np.asarray(TREE_SPECTRA[t.species]) * albedo
-        temps[k] = TREE_T[t.species]
-    out = np.zeros((6, h, w), dtype=np.uint16)
+    h = grid.size
+    soft = ndimage.gaussian_filter(shadow.astype(np.float32), 0.7)
+    shade = np.clip(upsample(soft, CHM_FACTOR, (h, h)), 0.0, 1.0)
+    fine = smooth_noise(rng, (h, h), 0.7)
+    m = materials(rng, grid, cid, layout)
+    bright = brightness(rng, grid, trees, layout, m, fine, shade)
+    spectra, temps = tree_spectra(rng, trees)
+    out = np.empty((6, h, h), dtype=np.uint16)
     for b in range(5):
-        base = spectra[cid, b]
-        base[soil] = (grass[soil] * GRASS[b] + (1.0 - grass[soil]) * SOIL[b]).astype(np.float32)
-        base[road] = ROAD[b]
-        for i, roof in enumerate(layout.roofs, start=1):
-            base[roof_id == i] = ROOF[roof.material][b]
-        base *= bright
-        base *= 1.0 + 0.02 * rng.standard_normal((h, w), dtype=np.float32)
-        out[b] = np.where(valid, np.clip(np.rint(base), 1, 65535), 0)
-    del base, bright
-
-    sun = 1.0 - shade
-    t_base, t_gain = temps[cid, 0], temps[cid, 1]
-    for mask, (tb, tg) in (
-        (road, ROAD_T),
-        *(((roof_id == i), ROOF_T) for i in range(1, len(layout.roofs) + 1)),
-    ):
-        t_base[mask], t_gain[mask] = tb, tg
-    t_base[soil] = grass[soil] * GRASS_T[0] + (1.0 - grass[soil]) * SOIL_T[0]
-    t_gain[soil] = grass[soil] * GRASS_T[1] + (1.0 - grass[soil]) * SOIL_T[1]
-    temp = ndimage.gaussian_filter(t_base + t_gain * sun, 4.0) + 0.2 * fine
-    out[5] = np.where(valid, np.clip(np.rint(10.0 * temp), 1, 65535), 0)
+        out[b] = reflectance_band(
+            b, spectra, layout, m, bright, rng.standard_normal((h, h), dtype=np.float32)
+        )
+    del bright
+    out[5] = thermal_band(temps, layout, m, shade, fine)
     return out

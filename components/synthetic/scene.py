@@ -8,6 +8,9 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import rasterio
+from rasterio import features
+from shapely.geometry import Polygon, box
+
 from crownsam.common.atomic import atomic_path
 from crownsam.common.errors import InputError
 from crownsam.synthetic.coarse import false_segments, plan_segments, vectorise
@@ -16,8 +19,6 @@ from crownsam.synthetic.grid import CHM_GSD, CRS, Grid
 from crownsam.synthetic.layout import Layout, build_layout
 from crownsam.synthetic.noise import smooth_noise
 from crownsam.synthetic.render import BANDS, cast_shadows, crown_ids, render_chm, render_ortho
-from rasterio import features
-from shapely.geometry import Polygon, box
 
 MIN_SIZE = 256
 CHM_NODATA = -9999.0

@@ -17,7 +17,7 @@ def tiny() -> torch.nn.Module:
 
 
 def test_untrained_must_be_asked_for() -> None:
-    with pytest.raises(CrownsamError, match="--checkpoint URI .* or --untrained"):
+    with pytest.raises(CrownsamError, match=r"--checkpoint URI .* or --untrained"):
         build_sam2_model("sam2.1_hiera_t", None, untrained=False, device=CPU)
     with pytest.raises(CrownsamError, match="exclude each other"):
         build_sam2_model("sam2.1_hiera_t", "x.pt", untrained=True, device=CPU)
@@ -44,7 +44,7 @@ def test_checkpoint_round_trip_and_mismatch(tiny, tmp_path) -> None:
     net = build_sam2_model("sam2.1_hiera_t", str(ckpt), untrained=False, device=CPU, cache_dir=tmp_path)
     k = "sam_mask_decoder.iou_prediction_head.layers.0.weight"
     assert torch.equal(net.state_dict()[k], tiny.state_dict()[k])
-    with pytest.raises(InputError, match="does not fit sam2.1_hiera_s"):
+    with pytest.raises(InputError, match=r"does not fit sam2\.1_hiera_s"):
         build_sam2_model("sam2.1_hiera_s", str(ckpt), untrained=False, device=CPU)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
+from rasterio import features
+from rasterio.enums import Compression
+
 from crownsam.common.errors import InputError
 from crownsam.synthetic import ScenePaths, generate_scene
 from crownsam.synthetic.scene import scene_layout
-from rasterio import features
-from rasterio.enums import Compression
 
 FILES = {"ortho.tif", "chm.tif", "truth.gpkg", "manual.gpkg", "test_area.gpkg", "coarse.gpkg"}
 ERRORS = {"none", "dilated", "eroded", "offset", "merged", "split", "false"}
