@@ -23,6 +23,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
+
 from crownsam import cli
 from crownsam.pseudolabel import sam2_model
 from crownsam.tiling.plan import plan_from_files
@@ -306,8 +307,8 @@ def test_bad_argument_syntax_is_an_argparse_error(
     assert exc.value.code == 2
     err = capfd.readouterr().err
     assert "Traceback" not in err
-    last = err.splitlines()[-1]
-    assert last.startswith(f"crownsam {command}: error: argument {bad[0]}: ") and bad[1] in last, err
+    assert len(err.splitlines()) == 1, err  # one line, no usage dump
+    assert err.startswith(f"crownsam: error: {command}: argument {bad[0]}: ") and bad[1] in err, err
     assert not target.parent.exists()
 
 

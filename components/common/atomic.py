@@ -33,6 +33,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
                 leftover.unlink()
 
 
+@contextlib.contextmanager
+def atomic_paths(*targets: str | Path) -> Iterator[list[Path]]:
+    """Like :func:`atomic_path` for several outputs that belong together: all are written to temporary
+    names first and renamed only when the block succeeds, so a failure replaces none of them."""
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(t)) for t in targets]
+        yield tmps
+
+
 def write_json(target: str | Path, data: Any) -> Path:
     """Write ``data`` as indented, key-sorted JSON atomically; return the path."""
     with atomic_path(target) as tmp:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from crownsam.common.atomic import write_json
+from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import InputError
-from crownsam.common.vector import read_segments, write_gpkg
+from crownsam.common.vector import read_segments
 from crownsam.pseudolabel.predictor import BoxPredictor
 from crownsam.pseudolabel.run import pseudolabel_plan, summarize
 from crownsam.tiling.plan import Plan, check_plan_matches, plan_from_files, shard_plan
@@ -30,7 +31,7 @@ class PseudolabelRequest:
     model: str = "sam2.1_hiera_t"
     checkpoint: str | None = None
     untrained: bool = False
-    rgb_bands: tuple[int, ...] = (3, 2, 1)
+    rgb_bands: tuple[int, ...] | None = None  # None: the plan's, or 3,2,1
     device: str = "auto"
     batch_size: int = 16
     summary: str | None = None
@@ -53,10 +54,16 @@ def prepare(req: PseudolabelRequest) -> tuple[Plan, object]:
     if req.plan:
         plan = Plan.load(req.plan)
         check_plan_matches(plan, req.plan, req.ortho, req.segments)
+        if req.rgb_bands is not None and tuple(req.rgb_bands) != tuple(plan.rgb_bands):
+            raise InputError(
+                req.plan,
+                f"plan was made for --rgb-bands {','.join(map(str, plan.rgb_bands))}; re-run tile for "
+                f"{','.join(map(str, req.rgb_bands))}",
+            )
         segments, report = read_segments(req.segments, plan.crs, fix_geometries=req.fix_geometries)
     else:
         plan, segments, report = plan_from_files(
-            req.ortho, req.segments, rgb_bands=req.rgb_bands, fix_geometries=req.fix_geometries
+            req.ortho, req.segments, rgb_bands=req.rgb_bands or (3, 2, 1), fix_geometries=req.fix_geometries
         )
     for note in report.notes:
         log.warning(note)
@@ -86,6 +93,7 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: BoxPredictor | None = No
         plan, segments, predictor, ortho_path=req.ortho, batch_size=req.batch_size, progress=req.progress
     )
     summary = summarize(plan, result, predictor, extra)
-    write_gpkg(result.labels, req.out, LAYER)
-    write_json(summary_path(req), summary)
+    with atomic_paths(req.out, summary_path(req)) as (gpkg_tmp, summary_tmp):
+        result.labels.to_file(gpkg_tmp, layer=LAYER, driver="GPKG")
+        summary_tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return summary

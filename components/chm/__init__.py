@@ -1,0 +1,1 @@
+"""Coarse crown segments from a canopy height model (treetops + marker-controlled watershed)."""

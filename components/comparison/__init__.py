@@ -1,0 +1,1 @@
+"""Comparison of label sets and models; MLflow model registry."""

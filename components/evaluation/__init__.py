@@ -1,0 +1,1 @@
+"""Jaccard evaluation of label sets against manually drawn crowns."""

@@ -1,0 +1,1 @@
+"""Flight catalog and scheduled retraining."""

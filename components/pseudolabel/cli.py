@@ -1,0 +1,61 @@
+"""``crownsam pseudolabel``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from crownsam.common.cli_util import bands_arg, shard_arg
+
+
+def run(args: argparse.Namespace) -> int:
+    from crownsam.pseudolabel.api import PseudolabelRequest, run_pseudolabel, summary_path
+
+    req = PseudolabelRequest(
+        ortho=args.ortho,
+        segments=args.segments,
+        out=args.out,
+        plan=args.plan,
+        shard=args.shard,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        untrained=args.untrained,
+        rgb_bands=args.rgb_bands,
+        device=args.device,
+        batch_size=args.batch_size,
+        summary=args.summary,
+        fix_geometries=args.fix_geometries,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    s = run_pseudolabel(req)
+    print(
+        f"crownsam: {s['segments_labeled']} pseudolabels from {s['segments_prompted']} prompts in "
+        f"{s['windows_processed']} windows -> {args.out} (summary {summary_path(req)}); "
+        f"skipped {json.dumps(s['skipped_by_reason'])}"
+        + ("; UNTRAINED SAM2: these masks are meaningless" if s["untrained"] else "")
+    )
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("pseudolabel", help="prompt SAM2 with each segment's box; write pseudolabel polygons")
+    s.add_argument("--ortho", required=True, help="orthophoto GeoTIFF")
+    s.add_argument("--segments", required=True, help="coarse segments (GeoPackage or any OGR format)")
+    s.add_argument("--out", required=True, help="pseudolabels GeoPackage to write")
+    s.add_argument("--plan", help="window plan from `crownsam tile` (made here if omitted)")
+    s.add_argument("--shard", type=shard_arg, help="process only shard I of N of the plan, e.g. 0/4")
+    s.add_argument("--model", default="sam2.1_hiera_t", help="sam2.1_hiera_t|s|b+|l (default t)")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--checkpoint", help="SAM2 weights: local path, gs://bucket/key or https:// URL (cached)")
+    w.add_argument("--untrained", action="store_true", help="random weights: plumbing and speed only")
+    s.add_argument(
+        "--rgb-bands", type=bands_arg, default=None, help="1-based R,G,B bands (default 3,2,1, or the plan's)"
+    )
+    s.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
+    s.add_argument("--batch-size", type=int, default=16, help="boxes per decoder call (default 16)")
+    s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
+    s.add_argument("--fix-geometries", action="store_true", help="repair invalid and multi-part polygons")
+    s.add_argument("--cache-dir", help="checkpoint cache (default $CROWNSAM_CACHE or ~/.cache/crownsam)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=run)

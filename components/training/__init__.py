@@ -1,0 +1,1 @@
+"""Mask R-CNN training, tiled inference and COCO evaluation, tracked in MLflow."""
