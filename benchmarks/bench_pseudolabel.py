@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ from crownsam.common.raster import read_rgb_window
 from crownsam.pseudolabel.masks import largest_component, mask_to_polygon
 from crownsam.pseudolabel.run import pseudolabel_plan, window_boxes
 from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model, resolve_device
-from crownsam.synthetic import generate_scene
 from crownsam.tiling.plan import pixel_geometries, plan_from_files
 
 
@@ -69,10 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     scene_dir = Path(a.scene_dir) / f"s{a.size}-seed{a.seed}"
-    if not (scene_dir / "coarse.gpkg").exists():
-        t = time.perf_counter()
-        generate_scene(scene_dir, size=a.size, seed=a.seed)
-        print(f"scene: generated {scene_dir} in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    # always fresh (the generator may have changed), in a child process so peak RSS below is the step's own
+    cmd = [
+        sys.executable,
+        "-m",
+        "crownsam.cli",
+        "demo-data",
+        str(scene_dir),
+        f"--size={a.size}",
+        f"--seed={a.seed}",
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    print(f"scene: generated {scene_dir} in {time.perf_counter() - t:.1f} s")
     ortho, coarse = str(scene_dir / "ortho.tif"), str(scene_dir / "coarse.gpkg")
 
     t0 = time.perf_counter()

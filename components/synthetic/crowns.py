@@ -19,8 +19,8 @@ CONIFERS = frozenset({"spruce", "pine"})
 # height range (m) and crown radius r0 = a + b * height (m), per species
 HEIGHT_RANGE = {"spruce": (12.0, 25.0), "pine": (12.0, 24.0), "birch": (8.0, 21.0)}
 RADIUS_FIT = {"spruce": (0.45, 0.075), "pine": (0.75, 0.085), "birch": (1.1, 0.105)}
-DENSITY = 0.062  # trees per m^2 aimed at on free ground (before spacing rejections)
-SPACING = 0.7  # centres at least SPACING * (r0_i + r0_j) apart
+DENSITY = 0.1  # trees per m^2 aimed at on free ground (before spacing rejections)
+SPACING = 0.62  # centres at least SPACING * (r0_i + r0_j) apart
 MIN_VISIBLE_FRACTION = 0.2
 MIN_VISIBLE_M2 = 0.5
 
