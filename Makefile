@@ -14,7 +14,8 @@ MODEL ?= sam2.1_hiera_t
 CHECKPOINT ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-slow lint format bench run demo-data clean
+
+.PHONY: help setup system-deps test test-slow lint format bench run demo-data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,10 +32,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## create .venv and install everything (idempotent)
 
-test: setup ## run the default test suite (no slow or GPU tests)
+# Debian's chromium renders the HTML reports in tests (headless screenshot). Installed when missing and root.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "crownsam: installing chromium (Debian) for report tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "crownsam: chromium not found and cannot install it (not root); report tests will fail" >&2; fi; }
+
+test: setup system-deps ## run the default test suite (no slow or GPU tests)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-slow: setup ## run the slow tests too (whole scenes, real SAM2 on bigger inputs)
+test-slow: setup system-deps ## run the slow tests too (whole scenes, real SAM2 on bigger inputs)
 	$(BIN)/python -m pytest -m 'not gpu' $(PYTEST_ARGS)
 
 lint: setup ## ruff check and format check
