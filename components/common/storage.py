@@ -13,12 +13,14 @@ Credentials.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import http.client
 import os
 import shutil
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -392,3 +394,93 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+# ------------------------------------------------------------------------------------- small objects
+
+
+def read_bytes(uri: str) -> bytes:
+    """The content of a local file or GCS object (small objects: whole in memory)."""
+    if _scheme(uri) == "gs":
+        try:
+            blob = _gs_blob(uri, RETRY_TOTAL_S)
+            return _retrying(lambda: blob.download_as_bytes(retry=None, timeout=TIMEOUT_S), RETRY_TOTAL_S)
+        except Exception as exc:
+            raise InputError(uri, f"cannot read: {_reason(exc)}") from exc
+    path = _local_path(uri)
+    if not path.is_file():
+        raise InputError(uri, "file not found")
+    return path.read_bytes()
+
+
+def write_bytes(uri: str, data: bytes) -> str:
+    """Write ``data`` to a local path (atomically) or a GCS object (whole by design); return ``uri``."""
+    if _scheme(uri) == "gs":
+        bucket, key = _split_gs(uri)
+        blob = _gcs_client().bucket(bucket).blob(key)
+        try:
+            _retrying(lambda: blob.upload_from_string(data, retry=None, timeout=TIMEOUT_S), RETRY_TOTAL_S)
+        except Exception as exc:
+            raise InputError(uri, f"cannot write: {_reason(exc)}") from exc
+        return uri
+    with atomic_path(_local_path(uri)) as tmp:
+        tmp.write_bytes(data)
+    return uri
+
+
+def list_prefix(uri: str) -> list[str]:
+    """URIs of the files directly or indirectly under a folder/prefix ``uri`` (sorted; [] if none)."""
+    if _scheme(uri) == "gs":
+        bucket, key = _split_gs(uri)
+        prefix = key.rstrip("/") + "/"
+        try:
+            blobs = _retrying(
+                lambda: list(_gcs_client().list_blobs(bucket, prefix=prefix, retry=None, timeout=TIMEOUT_S)),
+                RETRY_TOTAL_S,
+            )
+        except Exception as exc:
+            raise InputError(uri, f"cannot list: {_reason(exc)}") from exc
+        return sorted(f"gs://{bucket}/{b.name}" for b in blobs)
+    root = _local_path(uri)
+    return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+
+
+def delete_prefix(uri: str) -> int:
+    """Delete everything under a folder/prefix ``uri``; return how many files were removed."""
+    items = list_prefix(uri)
+    if _scheme(uri) == "gs":
+        client = _gcs_client()
+        for item in items:
+            bucket, key = _split_gs(item)
+            _retrying(lambda b=bucket, k=key: client.bucket(b).blob(k).delete(retry=None), RETRY_TOTAL_S)
+    else:
+        shutil.rmtree(_local_path(uri), ignore_errors=True)
+    return len(items)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI/path segments with '/' (no normalisation of the scheme part)."""
+    return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+@contextlib.contextmanager
+def local_output(uri: str, cache_dir: str | Path | None = None) -> Iterator[Path]:
+    """A local path to write ``uri``'s content to: the path itself for local URIs (write atomically
+    there yourself), or a staging file that is uploaded to ``gs://`` when the block succeeds."""
+    if _scheme(uri) != "gs":
+        yield _local_path(uri)
+        return
+    stage_dir = Path(tempfile.mkdtemp(prefix="crownsam-out-", dir=_staging_root(cache_dir)))
+    try:
+        target = stage_dir / Path(_split_gs(uri)[1]).name
+        yield target
+        if target.exists():
+            upload(target, uri)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+def _staging_root(cache_dir: str | Path | None) -> Path:
+    root = (Path(cache_dir) if cache_dir else default_cache_dir()) / "staging"
+    root.mkdir(parents=True, exist_ok=True)
+    return root

@@ -1,16 +1,21 @@
-"""File-level entry point for pseudolabeling, shared by the CLI and the KFP component."""
+"""File-level entry point for pseudolabeling, shared by the CLI and the KFP component.
+
+Inputs and outputs may be local paths or ``gs://`` URIs: remote inputs are fetched once into the cache
+(``$CROWNSAM_CACHE``), remote outputs are written locally and uploaded when complete.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
+from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import InputError
 from crownsam.common.vector import read_segments
 from crownsam.pseudolabel.predictor import BoxPredictor
+from crownsam.pseudolabel.resume import WindowStore, run_key
 from crownsam.pseudolabel.run import pseudolabel_plan, summarize
 from crownsam.tiling.plan import Plan, check_plan_matches, plan_from_files, shard_plan
 
@@ -21,7 +26,7 @@ LAYER = "pseudolabels"
 
 @dataclass
 class PseudolabelRequest:
-    """Everything ``crownsam pseudolabel`` takes, as plain values."""
+    """Everything ``crownsam pseudolabel`` takes, as plain values (paths or gs:// URIs)."""
 
     ortho: str
     segments: str
@@ -38,33 +43,47 @@ class PseudolabelRequest:
     fix_geometries: bool = False
     cache_dir: str | None = None
     progress: bool = True
+    resume_dir: str | None = None  # None: OUT + ".parts"; "" disables resuming
 
 
-def summary_path(req: PseudolabelRequest) -> Path:
+def summary_path(req: PseudolabelRequest) -> str:
     """Where the run summary goes: ``--summary`` or ``OUT`` with ``.summary.json``."""
-    return Path(req.summary) if req.summary else Path(req.out).with_suffix(".summary.json")
+    return req.summary or str(req.out).removesuffix(".gpkg") + ".summary.json"
 
 
-def prepare(req: PseudolabelRequest) -> tuple[Plan, object]:
-    """Validate every input (before any model is loaded) and return the plan to run and the segments."""
-    if Path(req.out).suffix.lower() != ".gpkg":
+def resume_uri(req: PseudolabelRequest) -> str | None:
+    """Where finished windows are kept until the run completes (None: no resuming)."""
+    if req.resume_dir == "":
+        return None
+    return req.resume_dir or str(req.out).removesuffix(".gpkg") + ".parts"
+
+
+def prepare(req: PseudolabelRequest) -> tuple[Plan, object, str]:
+    """Validate every input (before any model is loaded); return the plan to run, the segments and the
+    local orthophoto path."""
+    if not str(req.out).lower().endswith(".gpkg"):
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
     if req.batch_size < 1:
         raise InputError(None, f"--batch-size must be >= 1, got {req.batch_size}")
+    ortho = str(storage.fetch(req.ortho, req.cache_dir, what="raster"))
+    segments = str(storage.fetch(req.segments, req.cache_dir, what="segments file"))
     if req.plan:
-        plan = Plan.load(req.plan)
-        check_plan_matches(plan, req.plan, req.ortho, req.segments)
+        plan_local = str(storage.fetch(req.plan, req.cache_dir, what="window plan"))
+        plan = Plan.load(plan_local)
+        check_plan_matches(plan, req.plan, ortho, segments)
         if req.rgb_bands is not None and tuple(req.rgb_bands) != tuple(plan.rgb_bands):
             raise InputError(
                 req.plan,
                 f"plan was made for --rgb-bands {','.join(map(str, plan.rgb_bands))}; re-run tile for "
                 f"{','.join(map(str, req.rgb_bands))}",
             )
-        segments, report = read_segments(req.segments, plan.crs, fix_geometries=req.fix_geometries)
+        gdf, report = read_segments(segments, plan.crs, fix_geometries=req.fix_geometries)
     else:
-        plan, segments, report = plan_from_files(
-            req.ortho, req.segments, rgb_bands=req.rgb_bands or (3, 2, 1), fix_geometries=req.fix_geometries
+        plan, gdf, report = plan_from_files(
+            ortho, segments, rgb_bands=req.rgb_bands or (3, 2, 1), fix_geometries=req.fix_geometries
         )
+        plan.segments = req.segments
+    plan.ortho = req.ortho
     for note in report.notes:
         log.warning(note)
     if req.shard:
@@ -73,13 +92,17 @@ def prepare(req: PseudolabelRequest) -> tuple[Plan, object]:
             plan = shard_plan(plan, index, count)
         except ValueError as exc:
             raise InputError(req.plan, str(exc)) from exc
-    return plan, segments
+    return plan, gdf, ortho
 
 
 def run_pseudolabel(req: PseudolabelRequest, predictor: BoxPredictor | None = None) -> dict:
-    """Validate inputs, build SAM2 (unless a predictor is given), pseudolabel, write GPKG + summary."""
-    plan, segments = prepare(req)
-    extra: dict = {"rgb_bands": list(plan.rgb_bands)}
+    """Validate inputs, build SAM2 (unless a predictor is given), pseudolabel, write GPKG + summary.
+
+    Finished windows are kept under :func:`resume_uri` while the run is in progress, so a retried run
+    skips them; they are removed once both outputs are written.
+    """
+    plan, segments, ortho = prepare(req)
+    extra: dict = {"rgb_bands": list(plan.rgb_bands), "plan": req.plan}
     if predictor is None:
         from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model, resolve_device
 
@@ -89,11 +112,26 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: BoxPredictor | None = No
         )
         predictor = Sam2BoxPredictor(net, name=req.model, untrained=req.untrained)
         extra |= {"device": str(device), "checkpoint": req.checkpoint}
+    parts = resume_uri(req)
+    key = run_key(plan, predictor.name, req.checkpoint, predictor.untrained, req.batch_size)
+    store = WindowStore(storage.join(parts, key), key) if parts else None
     result = pseudolabel_plan(
-        plan, segments, predictor, ortho_path=req.ortho, batch_size=req.batch_size, progress=req.progress
+        plan,
+        segments,
+        predictor,
+        ortho_path=ortho,
+        batch_size=req.batch_size,
+        progress=req.progress,
+        store=store,
     )
     summary = summarize(plan, result, predictor, extra)
-    with atomic_paths(req.out, summary_path(req)) as (gpkg_tmp, summary_tmp):
+    with (
+        storage.local_output(req.out, req.cache_dir) as out_local,
+        storage.local_output(summary_path(req), req.cache_dir) as summary_local,
+        atomic_paths(out_local, summary_local) as (gpkg_tmp, summary_tmp),
+    ):
         result.labels.to_file(gpkg_tmp, layer=LAYER, driver="GPKG")
         summary_tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    if parts:
+        storage.delete_prefix(parts)
     return summary

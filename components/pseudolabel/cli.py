@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         fix_geometries=args.fix_geometries,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        resume_dir=args.resume_dir,
     )
     s = run_pseudolabel(req)
     print(
@@ -40,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("pseudolabel", help="prompt SAM2 with each segment's box; write pseudolabel polygons")
-    s.add_argument("--ortho", required=True, help="orthophoto GeoTIFF")
-    s.add_argument("--segments", required=True, help="coarse segments (GeoPackage or any OGR format)")
-    s.add_argument("--out", required=True, help="pseudolabels GeoPackage to write")
+    s.add_argument("--ortho", required=True, help="orthophoto GeoTIFF (path or gs:// URI)")
+    s.add_argument(
+        "--segments", required=True, help="coarse segments, GeoPackage or any OGR format (path or gs://)"
+    )
+    s.add_argument("--out", required=True, help="pseudolabels GeoPackage to write (path or gs://)")
     s.add_argument("--plan", help="window plan from `crownsam tile` (made here if omitted)")
     s.add_argument("--shard", type=shard_arg, help="process only shard I of N of the plan, e.g. 0/4")
     s.add_argument("--model", default="sam2.1_hiera_t", help="sam2.1_hiera_t|s|b+|l (default t)")
@@ -57,5 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
     s.add_argument("--fix-geometries", action="store_true", help="repair invalid and multi-part polygons")
     s.add_argument("--cache-dir", help="checkpoint cache (default $CROWNSAM_CACHE or ~/.cache/crownsam)")
+    s.add_argument(
+        "--resume-dir",
+        help="keep finished windows here (folder or gs:// prefix) so a retried run skips them; removed on "
+        "success (default OUT.parts; '' disables)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import shapely
 from rasterio import Affine
 from rasterio.windows import Window
@@ -25,6 +26,7 @@ from crownsam.pseudolabel.masks import (
     touches_border,
 )
 from crownsam.pseudolabel.predictor import BoxPredictor
+from crownsam.pseudolabel.resume import WindowResult, WindowStore
 from crownsam.tiling.plan import Plan, WindowTask, pixel_geometries
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class RunResult:
     seconds_total: float = 0.0
     seconds_in_model: float = 0.0
     prompts: int = 0
+    windows_resumed: int = 0
 
 
 def window_boxes(pix: np.ndarray, window: WindowTask) -> np.ndarray:
@@ -90,6 +93,53 @@ def label_window(
     return out
 
 
+def process_window(
+    src: rasterio.io.DatasetReader,
+    plan: Plan,
+    window: WindowTask,
+    segments_by_id: gpd.GeoDataFrame,
+    predictor: BoxPredictor,
+    batch_size: int,
+) -> WindowResult:
+    """Read one window, label its segments, and return rows ready for the output table."""
+    t0 = time.perf_counter()
+    transform = Affine(*plan.transform[:6])
+    pixel_area = abs(transform.determinant)
+    seg = segments_by_id.loc[window.segment_ids]
+    boxes = window_boxes(pixel_geometries(seg, transform), window)
+    rgb = read_rgb_window(
+        src,
+        Window(window.col_off, window.row_off, window.width, window.height),
+        plan.rgb_bands,
+        plan.stretch,
+        pad_to=plan.window,
+    )
+    labelled = label_window(rgb, window, boxes, predictor, transform, batch_size)
+    result = WindowResult(key=window.key, prompts=len(boxes))
+    for sid, (poly, score, npx, cut) in zip(window.segment_ids, labelled, strict=True):
+        if poly is None:
+            result.skipped.append({"segment_id": int(sid), "reason": SKIP_EMPTY_MASK})
+            continue
+        result.geoms.append(poly)
+        result.rows.append(
+            {
+                ID_COLUMN: int(sid),
+                "sam_score": score,
+                "window_row": window.row,
+                "window_col": window.col,
+                "window_row_off": window.row_off,
+                "window_col_off": window.col_off,
+                "area": npx * pixel_area,
+                "area_px": npx,
+                "touches_region_edge": cut,
+                "model": predictor.name,
+                "untrained": bool(predictor.untrained),
+            }
+        )
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
 def pseudolabel_plan(
     plan: Plan,
     segments: gpd.GeoDataFrame,
@@ -98,57 +148,41 @@ def pseudolabel_plan(
     ortho_path: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    store: WindowStore | None = None,
 ) -> RunResult:
-    """Pseudolabel every window of ``plan``; ``segments`` are in the raster's CRS with ``segment_id``."""
+    """Pseudolabel every window of ``plan``; ``segments`` are in the raster's CRS with ``segment_id``.
+
+    With a ``store``, each finished window is saved there and windows saved by an earlier attempt of the
+    same run are reused instead of recomputed.
+    """
     t_start = time.perf_counter()
     model_t0 = predictor.forward_seconds
-    transform = Affine(*plan.transform[:6])
     by_id = segments.set_index(ID_COLUMN, drop=False)
-    pixel_area = abs(transform.determinant)
-    rows: list[dict] = []
-    geoms: list[shapely.Polygon] = []
-    result = RunResult(labels=gpd.GeoDataFrame())
+    done = store.load() if store else {}
+    results: list[WindowResult] = []
+    run = RunResult(labels=gpd.GeoDataFrame())
     with open_raster(ortho_path or plan.ortho) as src:
         bar = tqdm(plan.windows, desc="windows", unit="win", disable=not progress, dynamic_ncols=True)
         for window in bar:
-            t0 = time.perf_counter()
-            seg = by_id.loc[window.segment_ids]
-            boxes = window_boxes(pixel_geometries(seg, transform), window)
-            rgb = read_rgb_window(
-                src,
-                Window(window.col_off, window.row_off, window.width, window.height),
-                plan.rgb_bands,
-                plan.stretch,
-                pad_to=plan.window,
-            )
-            labelled = label_window(rgb, window, boxes, predictor, transform, batch_size)
-            result.prompts += len(boxes)
-            for sid, (poly, score, npx, cut) in zip(window.segment_ids, labelled, strict=True):
-                if poly is None:
-                    result.skipped.append({"segment_id": int(sid), "reason": SKIP_EMPTY_MASK})
-                    continue
-                geoms.append(poly)
-                rows.append(
-                    {
-                        ID_COLUMN: int(sid),
-                        "sam_score": score,
-                        "window_row": window.row,
-                        "window_col": window.col,
-                        "window_row_off": window.row_off,
-                        "window_col_off": window.col_off,
-                        "area": npx * pixel_area,
-                        "area_px": npx,
-                        "touches_region_edge": cut,
-                        "model": predictor.name,
-                        "untrained": bool(predictor.untrained),
-                    }
-                )
-            result.window_seconds.append(time.perf_counter() - t0)
+            if window.key in done:
+                results.append(done[window.key])
+                run.windows_resumed += 1
+                continue
+            result = process_window(src, plan, window, by_id, predictor, batch_size)
+            if store:
+                store.save(result)
+            results.append(result)
+            run.window_seconds.append(result.seconds)
+    for r in results:
+        run.skipped.extend(r.skipped)
+        run.prompts += r.prompts
+    rows = [row for r in results for row in r.rows]
+    geoms = [g for r in results for g in r.geoms]
     labels = gpd.GeoDataFrame(rows, columns=COLUMNS, geometry=geoms, crs=plan.crs or None)
-    result.labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
-    result.seconds_total = time.perf_counter() - t_start
-    result.seconds_in_model = predictor.forward_seconds - model_t0
-    return result
+    run.labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+    run.seconds_total = time.perf_counter() - t_start
+    run.seconds_in_model = predictor.forward_seconds - model_t0
+    return run
 
 
 def summarize(plan: Plan, result: RunResult, predictor: BoxPredictor, extra: dict | None = None) -> dict:
@@ -164,6 +198,7 @@ def summarize(plan: Plan, result: RunResult, predictor: BoxPredictor, extra: dic
         "windows_total": plan.windows_total,
         "windows_planned": len(plan.windows),
         "windows_processed": len(ws),
+        "windows_resumed": result.windows_resumed,
         "segments_total": plan.segments_total,
         "segments_prompted": result.prompts,
         "segments_labeled": len(result.labels),
