@@ -124,7 +124,7 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: BoxPredictor | None = No
         progress=req.progress,
         store=store,
     )
-    summary = summarize(plan, result, predictor, extra)
+    summary = summarize(plan, result, predictor, extra | {"run_key": key})
     with (
         storage.local_output(req.out, req.cache_dir) as out_local,
         storage.local_output(summary_path(req), req.cache_dir) as summary_local,

@@ -40,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    add_pseudolabel_parser(sub)
+    add_merge_parser(sub)
+
+
+def add_pseudolabel_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("pseudolabel", help="prompt SAM2 with each segment's box; write pseudolabel polygons")
     s.add_argument("--ortho", required=True, help="orthophoto GeoTIFF (path or gs:// URI)")
     s.add_argument(
@@ -67,3 +72,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from crownsam.pseudolabel.merge import merge_shards, summary_of
+
+    s = merge_shards(args.inputs, args.out, cache_dir=args.cache_dir)
+    print(
+        f"crownsam: merged {s['shards']} shard(s): {s['segments_labeled']} pseudolabels -> {args.out} "
+        f"(summary {summary_of(args.out)})"
+    )
+    return 0
+
+
+def add_merge_parser(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("merge-labels", help="gather pseudolabel shard outputs into one GeoPackage + summary")
+    m.add_argument("--inputs", nargs="+", required=True, help="shard GeoPackages (summaries beside them)")
+    m.add_argument("--out", required=True, help="merged GeoPackage (path or gs://)")
+    m.add_argument("--cache-dir", help="download cache for gs:// inputs")
+    m.set_defaults(func=run_merge)

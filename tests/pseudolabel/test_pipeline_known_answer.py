@@ -8,6 +8,8 @@ anywhere in the chain shows up there even for large crowns, and a test below pro
 
 from __future__ import annotations
 
+import json
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -15,8 +17,11 @@ import rasterio
 import shapely
 from rasterio.windows import Window
 
+from crownsam import cli
+from crownsam.common.errors import InputError
 from crownsam.common.raster import apply_stretch
 from crownsam.pseudolabel.api import PseudolabelRequest, run_pseudolabel
+from crownsam.pseudolabel.merge import merge_shards
 from crownsam.pseudolabel.predictor import KnownAnswerPredictor
 from crownsam.synthetic import generate_scene
 from crownsam.tiling.plan import plan_from_files
@@ -110,10 +115,10 @@ def test_the_check_catches_a_pixel_offset(labelled, truth, scene, dx, dy) -> Non
         assert_reproduces_truth(shifted, truth, one_crown_ids(gpd.read_file(scene.coarse)))
 
 
-def test_shards_together_equal_one_run(scene, truth, labelled, tmp_path) -> None:
+def test_shards_merged_equal_one_run(scene, truth, labelled, tmp_path) -> None:
     plan, _, _ = plan_from_files(str(scene.ortho), str(scene.coarse))
     plan.save(tmp_path / "plan.json")
-    parts = []
+    outs = []
     for i in range(3):
         out = tmp_path / f"shard{i}.gpkg"
         req = PseudolabelRequest(
@@ -125,13 +130,23 @@ def test_shards_together_equal_one_run(scene, truth, labelled, tmp_path) -> None
             progress=False,
         )
         run_pseudolabel(req, predictor=oracle(scene, truth))
-        parts.append(gpd.read_file(out))
-    merged = gpd.GeoDataFrame(
-        __import__("pandas").concat(parts, ignore_index=True), crs=parts[0].crs
-    ).sort_values("segment_id")
-    whole = labelled[0].sort_values("segment_id")
+        outs.append(str(out))
+    assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(tmp_path / "merged.gpkg")]) == 0
+    merged = gpd.read_file(tmp_path / "merged.gpkg")
+    whole, whole_summary = labelled
     assert merged.segment_id.tolist() == whole.segment_id.tolist()
     assert all(a.equals(b) for a, b in zip(merged.geometry, whole.geometry, strict=True))
+    s = json.loads((tmp_path / "merged.summary.json").read_text())
+    for k in ("windows_processed", "segments_prompted", "segments_labeled", "segments_skipped"):
+        assert s[k] == whole_summary[k], k
+    assert s["skipped_by_reason"] == whole_summary["skipped_by_reason"]
+
+    # a missing or duplicated shard is refused, and nothing is written
+    for bad in ([outs[0], outs[2]], [outs[0], outs[1], outs[1]]):
+        target = tmp_path / "bad.gpkg"
+        with pytest.raises(InputError, match="shards of 3"):
+            merge_shards(bad, str(target))
+        assert not target.exists()
 
 
 class Recorder(KnownAnswerPredictor):
