@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
@@ -17,7 +18,7 @@ from crownsam.common.vector import read_segments
 from crownsam.pseudolabel.predictor import BoxPredictor
 from crownsam.pseudolabel.resume import WindowStore, run_key
 from crownsam.pseudolabel.run import pseudolabel_plan, summarize
-from crownsam.tiling.plan import Plan, check_plan_matches, plan_from_files, shard_plan
+from crownsam.tiling.plan import Plan, check_plan_matches, effective_shards, plan_from_files, shard_plan
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +136,37 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: BoxPredictor | None = No
     if parts:
         storage.delete_prefix(parts)
     return summary
+
+
+ARTIFACT_LABELS = "pseudolabels.gpkg"
+
+
+def pseudolabel_shard_artifact(
+    ortho_uri: str,
+    segments: str,
+    plan: str,
+    out_dir: str,
+    out_uri: str,
+    shard: int,
+    shards: int,
+    model: str,
+    checkpoint: str,
+    untrained: bool,
+) -> dict:
+    """The KFP step: one shard into the folder ``out_dir`` (pseudolabels.gpkg + summary); finished windows
+    are kept under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    shards = effective_shards(shards, len(Plan.load(plan).windows))  # as the tile step counted them
+    req = PseudolabelRequest(
+        ortho=ortho_uri,
+        segments=segments,
+        out=str(Path(out_dir) / ARTIFACT_LABELS),
+        plan=plan,
+        shard=(shard, shards),
+        model=model,
+        checkpoint=checkpoint or None,
+        untrained=untrained,
+        progress=False,
+        resume_dir=str(out_uri).rstrip("/") + ".parts",
+    )
+    return run_pseudolabel(req)

@@ -93,3 +93,15 @@ def merge_shards(inputs: list[str], out: str, cache_dir: str | None = None) -> d
         labels.to_file(gpkg_tmp, layer=LAYER, driver="GPKG")
         Path(summary_tmp).write_text(json.dumps(merged, indent=2, sort_keys=True, default=str) + "\n")
     return merged
+
+
+def merge_shard_artifacts(part_dirs: list[str], out_dir: str) -> dict[str, float]:
+    """The KFP step: merge shard folders into ``out_dir``; return the headline numbers as metrics."""
+    from crownsam.pseudolabel.api import ARTIFACT_LABELS
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    s = merge_shards(
+        [str(Path(d) / ARTIFACT_LABELS) for d in part_dirs], str(Path(out_dir) / ARTIFACT_LABELS)
+    )
+    keys = ("windows_processed", "segments_prompted", "segments_labeled", "segments_skipped", "seconds_total")
+    return {k: float(s[k]) for k in keys} | {"untrained": float(bool(s["untrained"]))}

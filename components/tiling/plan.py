@@ -256,3 +256,24 @@ def check_plan_matches(plan: Plan, plan_path: str, ortho: str, segments: str) ->
         raise InputError(plan_path, f"plan was made for a raster with another size or grid than {ortho}")
     if file_sha256(segments) != plan.segments_sha256:
         raise InputError(plan_path, f"plan was made for another segments file than {segments}; re-run tile")
+
+
+def tile_files(
+    ortho: str, segments: str, out_plan: str, *, shards: int = 1, rgb_bands: str | tuple[int, ...] = (3, 2, 1)
+) -> list[int]:
+    """Fetch remote inputs, build and save the plan; return the indices of the non-empty shards."""
+    from crownsam.common import storage
+    from crownsam.common.raster import parse_bands
+
+    bands = parse_bands(rgb_bands) if isinstance(rgb_bands, str) else tuple(rgb_bands)
+    local_ortho = str(storage.fetch(ortho, what="raster"))
+    local_segments = str(storage.fetch(segments, what="segments file"))
+    plan, _, _ = plan_from_files(local_ortho, local_segments, rgb_bands=bands)
+    plan.ortho, plan.segments = str(ortho), str(segments)
+    plan.save(out_plan)
+    return list(range(effective_shards(shards, len(plan.windows))))
+
+
+def effective_shards(requested: int, windows: int) -> int:
+    """Shards actually used: ``min(max(1, requested), windows)`` (no empty shards)."""
+    return min(max(1, requested), max(1, windows))

@@ -1,0 +1,1 @@
+"""The crownsam Kubeflow pipelines (imported as ``crownsam.pipelines``): wiring, resources, compile, run."""

@@ -1,0 +1,62 @@
+"""Sub-pipeline: window plan -> pseudolabel shards in parallel (GPU) -> merged pseudolabels."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input
+
+from crownsam.pseudolabel.component import merge_labels_op, pseudolabel_op
+from crownsam.tiling.component import tile_op
+
+# Resources per task on a cluster (ignored by the local runner).
+GPU_ACCELERATOR = "nvidia-tesla-t4"
+
+
+def gpu_task(task: dsl.PipelineTask, memory: str = "24G", cpu: str = "4") -> dsl.PipelineTask:
+    """One GPU, memory and CPU requests; retries for preempted nodes (the shard resumes its windows)."""
+    task.set_accelerator_type(GPU_ACCELERATOR).set_accelerator_limit(1)
+    task.set_memory_request(memory).set_memory_limit(memory).set_cpu_request(cpu)
+    return task.set_retry(num_retries=2, backoff_duration="60s")
+
+
+def cpu_task(task: dsl.PipelineTask, memory: str = "4G", cpu: str = "1") -> dsl.PipelineTask:
+    task.set_memory_request(memory).set_memory_limit(memory).set_cpu_request(cpu)
+    return task.set_retry(num_retries=1, backoff_duration="30s")
+
+
+@dsl.pipeline(name="crownsam-pseudolabel", description="SAM2 pseudolabels for coarse crown segments")
+def pseudolabel_pipeline(
+    ortho_uri: str,
+    ortho_fingerprint: str,
+    segments: Input[Dataset],
+    shards: int = 4,
+    sam2_model: str = "sam2.1_hiera_t",
+    sam2_checkpoint: str = "",
+    untrained: bool = False,
+    rgb_bands: str = "3,2,1",
+) -> Dataset:
+    plan = cpu_task(
+        tile_op(
+            ortho_uri=ortho_uri,
+            ortho_fingerprint=ortho_fingerprint,
+            segments=segments,
+            shards=shards,
+            rgb_bands=rgb_bands,
+        ).set_display_name("tile")
+    )
+    with dsl.ParallelFor(plan.outputs["Output"], name="shards") as shard:
+        part = gpu_task(
+            pseudolabel_op(
+                ortho_uri=ortho_uri,
+                ortho_fingerprint=ortho_fingerprint,
+                segments=segments,
+                plan=plan.outputs["plan"],
+                shard=shard,
+                shards=shards,
+                model=sam2_model,
+                checkpoint=sam2_checkpoint,
+                untrained=untrained,
+            ).set_display_name("pseudolabel shard")
+        )
+    merged = cpu_task(
+        merge_labels_op(parts=dsl.Collected(part.outputs["labels"])).set_display_name("merge shards")
+    )
+    return merged.outputs["labels"]
