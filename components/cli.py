@@ -13,8 +13,14 @@ from crownsam.common.errors import CrownsamError
 # Each module has ``add_parser(subparsers)``; the order here is the order in ``crownsam --help``.
 STEP_CLIS = (
     "crownsam.synthetic.cli",
+    "crownsam.chm.cli",
     "crownsam.tiling.cli",
     "crownsam.pseudolabel.cli",
+    "crownsam.evaluation.cli",
+    "crownsam.coco.cli",
+    "crownsam.training.cli",
+    "crownsam.comparison.cli",
+    "crownsam.pipelines.cli",
 )
 
 

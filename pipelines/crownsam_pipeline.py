@@ -1,0 +1,154 @@
+"""The crownsam pipeline: a flight in, better labels and a better (registered) model out.
+
+fingerprints -> coarse segments (given, or from the CHM) -> tile -> pseudolabel shards (GPU, parallel)
+-> merge -> Jaccard evaluation of both label sets -> per label set: COCO export -> Mask R-CNN training
+(GPU) -> evaluation on the held-out test area -> comparison + MLflow registry (champion/challenger).
+
+Big rasters travel as URIs with a content fingerprint (so KFP's cache key follows the data); plans,
+labels, metrics, reports and models are artifacts.
+"""
+
+from kfp import dsl
+
+from crownsam.coco.component import export_coco_op
+from crownsam.common.component import fingerprint_op
+from crownsam.comparison.component import compare_op
+from crownsam.evaluation.component import evaluate_labels_op
+from crownsam.flights.component import prepare_segments_op
+from crownsam.pipelines.pseudolabel import cpu_task, gpu_task, pseudolabel_pipeline
+from crownsam.training.component import evaluate_model_op, train_op
+
+PIPELINE_NAME = "crownsam"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME, description="SAM2 pseudolabels for tree crowns, and Mask R-CNN on both label sets"
+)
+def crownsam_pipeline(
+    flight_id: str,
+    ortho_uri: str,
+    manual_uri: str,
+    test_area_uri: str,
+    coarse_uri: str = "",
+    chm_uri: str = "",
+    sam2_model: str = "sam2.1_hiera_t",
+    sam2_checkpoint: str = "",
+    untrained: bool = False,
+    shards: int = 4,
+    rgb_bands: str = "3,2,1",
+    chip: int = 1024,
+    chip_overlap: float = 0.25,
+    val_fraction: float = 0.15,
+    val_block: int = 4,
+    holdout_buffer_m: float = 10.0,
+    epochs: int = 20,
+    max_iters: int = 0,
+    lr: float = 0.005,
+    batch_size: int = 2,
+    model_version: str = "v2",
+    init_weights: str = "",
+    mlflow_tracking_uri: str = "",
+    mlflow_experiment: str = "crownsam",
+    registered_model_name: str = "crownsam-maskrcnn",
+):
+    fp = {}
+    for name, uri in (("ortho", ortho_uri), ("coarse", coarse_uri), ("chm", chm_uri), ("manual", manual_uri)):
+        fp[name] = cpu_task(fingerprint_op(uri=uri).set_display_name(f"fingerprint {name}"), memory="1G")
+        fp[name].set_caching_options(False)  # must see the data as it is now
+    segments = cpu_task(
+        prepare_segments_op(
+            coarse_uri=coarse_uri,
+            coarse_fingerprint=fp["coarse"].output,
+            chm_uri=chm_uri,
+            chm_fingerprint=fp["chm"].output,
+        ).set_display_name("coarse segments (given or from CHM)"),
+        memory="16G",
+    ).outputs["segments"]
+    pseudo = pseudolabel_pipeline(
+        ortho_uri=ortho_uri,
+        ortho_fingerprint=fp["ortho"].output,
+        segments=segments,
+        shards=shards,
+        sam2_model=sam2_model,
+        sam2_checkpoint=sam2_checkpoint,
+        untrained=untrained,
+        rgb_bands=rgb_bands,
+    ).set_display_name("SAM2 pseudolabels")
+    label_eval = cpu_task(
+        evaluate_labels_op(
+            manual_uri=manual_uri,
+            manual_fingerprint=fp["manual"].output,
+            test_area_uri=test_area_uri,
+            ortho_uri=ortho_uri,
+            ortho_fingerprint=fp["ortho"].output,
+            coarse=segments,
+            pseudo=pseudo.output,
+            untrained=untrained,
+        ).set_display_name("Jaccard of labels"),
+        memory="8G",
+    )
+    model_evals = {}
+    for source, labels in (("coarse", segments), ("pseudo", pseudo.output)):
+        coco = cpu_task(
+            export_coco_op(
+                ortho_uri=ortho_uri,
+                ortho_fingerprint=fp["ortho"].output,
+                labels=labels,
+                test_area_uri=test_area_uri,
+                manual_uri=manual_uri,
+                chip=chip,
+                overlap=chip_overlap,
+                bands=rgb_bands,
+                val_fraction=val_fraction,
+                buffer_m=holdout_buffer_m,
+                val_block=val_block,
+            ).set_display_name(f"COCO export ({source})"),
+            memory="8G",
+        ).outputs["coco"]
+        model = gpu_task(
+            train_op(
+                coco=coco,
+                label_source=source,
+                epochs=epochs,
+                max_iters=max_iters,
+                lr=lr,
+                batch_size=batch_size,
+                model_version=model_version,
+                init_weights=init_weights,
+                tracking_uri=mlflow_tracking_uri,
+                experiment=mlflow_experiment,
+                flight_id=flight_id,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                ortho_fingerprint=fp["ortho"].output,
+            ).set_display_name(f"train Mask R-CNN ({source})"),
+            memory="32G",
+            cpu="8",
+        )
+        model_evals[source] = gpu_task(
+            evaluate_model_op(
+                model=model.outputs["model"],
+                coco=coco,
+                manual_uri=manual_uri,
+                test_area_uri=test_area_uri,
+                ortho_uri=ortho_uri,
+                ortho_fingerprint=fp["ortho"].output,
+                tracking_uri=mlflow_tracking_uri,
+            ).set_display_name(f"evaluate model ({source})")
+        ).outputs["results"]
+    cpu_task(
+        compare_op(
+            label_eval=label_eval.outputs["results"],
+            coarse_model_eval=model_evals["coarse"],
+            pseudo_model_eval=model_evals["pseudo"],
+            manual_uri=manual_uri,
+            test_area_uri=test_area_uri,
+            registered_model_name=registered_model_name,
+            tracking_uri=mlflow_tracking_uri,
+            flight_id=flight_id,
+            ortho_fingerprint=fp["ortho"].output,
+            manual_fingerprint=fp["manual"].output,
+            untrained=untrained,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_display_name("compare + register"),
+        memory="8G",
+    ).set_caching_options(False)  # the registry state changes between runs
