@@ -70,3 +70,5 @@ run: setup ## generate the demo scene and pseudolabel it (untrained SAM2 unless 
 
 clean: ## remove generated outputs (keeps .venv)
 	rm -rf out .pytest_cache .ruff_cache .hypothesis
+
+include docker/images.mk

@@ -1,0 +1,281 @@
+"""File-level entry points for ``crownsam predict`` and ``crownsam evaluate-model`` (CLI and KFP share
+them). ``crownsam train`` calls :func:`crownsam.training.train.train` directly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import shapely
+
+from crownsam.common.atomic import atomic_paths
+from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.raster import compute_stretch, raster_info
+from crownsam.common.vector import read_polygons, same_crs
+from crownsam.training import data as D
+from crownsam.training.predict import LAYER, check_bands, predict_ortho
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> Any:
+    from crownsam.training.train import Dist
+    from crownsam.training.train import resolve_device as _resolve
+
+    if name != "auto" and name != "cpu" and not name.startswith("cuda"):
+        raise CrownsamError(None, f"--device {name}: expected auto, cpu or cuda[:N]")
+    return _resolve(name, Dist())
+
+
+def check_window(window: int, overlap: float, score_threshold: float, batch_size: int) -> None:
+    if window < 32:
+        raise CrownsamError(None, f"--window must be at least 32 px, got {window}")
+    if not 0 <= overlap < 1:
+        raise CrownsamError(None, f"--overlap must be in [0, 1), got {overlap}")
+    if not 0 <= score_threshold <= 1:
+        raise CrownsamError(None, f"--score-threshold must be in [0, 1], got {score_threshold}")
+    if batch_size < 1:
+        raise CrownsamError(None, f"--batch-size must be >= 1, got {batch_size}")
+
+
+def read_area(path: str | Path, crs: str) -> shapely.Geometry:
+    """The union of an area file's polygons, in ``crs``."""
+    from pyproj import CRS
+
+    gdf = read_polygons(path, "area")
+    if not same_crs(CRS.from_user_input(gdf.crs), CRS.from_user_input(crs)):
+        gdf = gdf.to_crs(crs)
+    geom = shapely.union_all(shapely.make_valid(gdf.geometry.values))
+    if geom.is_empty:
+        raise InputError(path, "area polygons are empty")
+    return geom
+
+
+def model_bands_and_stretch(
+    meta: dict[str, Any], ortho: str, bands: Sequence[int] | None, stretch_mode: str
+) -> tuple[tuple[int, ...], list[tuple[float, float]]]:
+    """The orthophoto bands to read (the model's, or ``bands`` of the same count) and their stretch (the
+    model's training stretch, or this orthophoto's own 2-98 % stretch with ``stretch_mode="scene"`` or
+    when the model has none)."""
+    info = raster_info(ortho)
+    model_bands = tuple(int(b) for b in meta["bands"])
+    use = tuple(bands) if bands else model_bands
+    if len(use) != len(model_bands):
+        raise InputError(
+            ortho,
+            f"the model takes {len(model_bands)} bands ({','.join(map(str, model_bands))}), "
+            f"--bands gives {len(use)}",
+        )
+    check_bands(use, info.count, ortho)
+    if stretch_mode not in ("model", "scene"):
+        raise CrownsamError(None, f"--stretch must be model or scene, got {stretch_mode!r}")
+    stretch = meta.get("stretch")
+    if stretch_mode == "scene" or not stretch or use != model_bands:
+        if stretch_mode == "model":
+            log.warning(
+                "%s: the model has no stretch for these bands; using this orthophoto's 2-98 %% stretch", ortho
+            )
+        return use, compute_stretch(ortho, use)
+    return use, [(float(lo), float(hi)) for lo, hi in stretch]
+
+
+@dataclass
+class PredictRequest:
+    """Everything ``crownsam predict`` takes."""
+
+    model: str
+    ortho: str
+    out: str
+    area: str | None = None
+    window: int = 1024
+    overlap: float = 0.25
+    score_threshold: float = 0.5
+    bands: tuple[int, ...] | None = None
+    stretch: str = "model"
+    device: str = "auto"
+    batch_size: int = 1
+    tracking_uri: str | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+
+
+def summary_path(out: str | Path) -> Path:
+    return Path(out).with_suffix(".summary.json")
+
+
+def predict_files(req: PredictRequest) -> dict[str, Any]:
+    """Validate inputs, load the model, predict over the orthophoto (or area), write GPKG + summary."""
+    from crownsam.training.tracking import load_model
+
+    if Path(req.out).suffix.lower() != ".gpkg":
+        raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
+    check_window(req.window, req.overlap, req.score_threshold, req.batch_size)
+    info = raster_info(req.ortho)
+    area = read_area(req.area, info.crs) if req.area else None
+    device = resolve_device(req.device)
+    loaded = load_model(req.model, tracking_uri=req.tracking_uri, cache_dir=req.cache_dir)
+    bands, stretch = model_bands_and_stretch(loaded.meta, req.ortho, req.bands, req.stretch)
+    gdf, summary = predict_ortho(
+        loaded.model,
+        req.ortho,
+        bands,
+        stretch,
+        area=area,
+        window=req.window,
+        overlap=req.overlap,
+        score_threshold=req.score_threshold,
+        device=device,
+        batch_size=req.batch_size,
+        progress=req.progress,
+    )
+    gdf["model"] = loaded.source
+    summary |= {"model": loaded.source, "run_id": loaded.run_id, "bands": list(bands), "stretch": stretch}
+    summary |= {"ortho": str(req.ortho), "area": req.area, "device": str(device)}
+    write_predictions(gdf, req.out, summary)
+    return summary
+
+
+def write_predictions(gdf: gpd.GeoDataFrame, out: str | Path, summary: dict[str, Any]) -> None:
+    with atomic_paths(out, summary_path(out)) as (gpkg_tmp, summary_tmp):
+        kw = {"geometry_type": "Polygon"} if len(gdf) == 0 else {}
+        gdf.to_file(gpkg_tmp, layer=LAYER, driver="GPKG", **kw)
+        summary_tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def evaluate_model(
+    model: str,
+    coco_dir: str,
+    out_dir: str,
+    *,
+    manual: str | None = None,
+    area: str | None = None,
+    ortho: str | None = None,
+    split: str = "test",
+    window: int = 1024,
+    overlap: float = 0.25,
+    score_threshold: float = 0.5,
+    device: str = "auto",
+    batch_size: int = 1,
+    tracking_uri: str | None = None,
+    log_to_mlflow: bool = True,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """COCO segm/bbox statistics of ``model`` on ``coco_dir``'s ``split`` chips (flat keys ``segm_AP``,
+    ``bbox_AP50``, ...), plus, with ``manual`` crowns and ``ortho``, the Jaccard metrics of the crowns it
+    predicts over ``area`` (``crownsam.evaluation``; label set name ``model``). Writes ``metrics.json``,
+    ``predictions_<split>.png`` and (with manual crowns) ``predictions.gpkg`` and ``per_tree.csv`` into
+    ``out_dir``, and logs the metrics (prefixed ``eval_``) to the model's MLflow run when it has one."""
+    from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
+    from crownsam.training.tracking import load_model, log_metrics_to_run
+
+    # -- every input checked before the model is loaded
+    export = D.read_export(coco_dir)
+    gt_path = export.root / f"{split}.json"
+    if not gt_path.is_file():
+        raise InputError(gt_path, f"no {split} split in this export (was a test area given to export-coco?)")
+    gt = D.load_coco(gt_path)
+    if not gt["images"]:
+        raise InputError(gt_path, f"the {split} split has no chips")
+    if manual and not ortho:
+        raise CrownsamError(None, "--manual needs --ortho (the crowns are predicted over the orthophoto)")
+    if (area or ortho) and not manual:
+        raise CrownsamError(None, "--area/--ortho are for the Jaccard evaluation and need --manual")
+    check_window(window, overlap, score_threshold, batch_size)
+    manual_gdf = area_gdf = None
+    if manual:
+        info = raster_info(ortho)
+        manual_gdf = read_polygons(manual, "manual crowns")
+        area_gdf = read_polygons(area, "area") if area else None
+    dev = resolve_device(device)
+    loaded = load_model(model, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    channels = D.select_channels(export.bands, loaded.meta["bands"], str(export.root / "export.json"))
+
+    chip = int(loaded.meta.get("chip") or D.chip_size({split: gt}, export))
+    ds = D.CocoChips(export.root, gt, channels, max(chip, D.chip_size({split: gt}, export)))
+    preds = predict_split(loaded.model.to(dev), ds, dev, progress=progress)
+    metrics: dict[str, Any] = coco_metrics(gt, preds)
+    out = Path(out_dir)
+    png = out / f"predictions_{split}.png"
+    plot_predictions(ds, preds, png, title=f"{loaded.source}: {split} segm AP {metrics['segm_AP']:.3f}")
+    extra_files: dict[str, Path] = {}
+    if manual:
+        from crownsam.evaluation.api import evaluate_label_sets
+
+        region = read_area(area, info.crs) if area else _manual_extent(manual_gdf, info.crs)
+        bands, stretch = model_bands_and_stretch(loaded.meta, ortho, None, "model")
+        pred_gdf, _ = predict_ortho(
+            loaded.model,
+            ortho,
+            bands,
+            stretch,
+            area=region,
+            window=window,
+            overlap=overlap,
+            score_threshold=score_threshold,
+            device=dev,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        ev = evaluate_label_sets(
+            manual_gdf,
+            {"model": pred_gdf},
+            area_gdf,
+            sources={"manual": str(manual), "area": str(area), "model": "predicted crowns"},
+        )
+        for note in ev.notes:
+            log.warning(note)
+        metrics |= {k: (v if math.isfinite(v) else None) for k, v in ev.metrics.items()}
+        metrics["predicted_crowns"] = float(len(pred_gdf))
+        extra_files = {"predictions.gpkg": pred_gdf, "per_tree.csv": ev.per_tree}
+    result = {
+        "model": loaded.source,
+        "run_id": loaded.run_id,
+        "split": split,
+        "coco_dir": str(export.root),
+        "metrics": metrics,
+    }
+    targets = [out / "metrics.json", *(out / n for n in extra_files)]
+    with atomic_paths(*targets) as tmps:
+        tmps[0].write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        for tmp, (name, obj) in zip(tmps[1:], extra_files.items(), strict=True):
+            if name.endswith(".gpkg"):
+                kw = {"geometry_type": "Polygon"} if len(obj) == 0 else {}
+                obj.to_file(tmp, layer=LAYER, driver="GPKG", **kw)
+            else:
+                obj.to_csv(tmp, index=False)
+    turi = tracking_uri or loaded.tracking_uri
+    if log_to_mlflow and loaded.run_id and turi:
+        try:
+            log_metrics_to_run(
+                loaded.run_id,
+                turi,
+                {f"eval_{k}".replace("/", "_"): v for k, v in _finite(metrics).items()},
+                {"eval": png},
+            )
+            result["logged_to_run"] = loaded.run_id
+        except Exception as exc:  # the metrics are written; MLflow is a copy
+            log.warning("could not log to MLflow run %s at %s: %s", loaded.run_id, turi, exc)
+    return result
+
+
+def _manual_extent(manual: gpd.GeoDataFrame, crs: str) -> shapely.Geometry:
+    from pyproj import CRS
+
+    if not same_crs(CRS.from_user_input(manual.crs), CRS.from_user_input(crs)):
+        manual = manual.to_crs(crs)
+    return shapely.box(*manual.total_bounds)

@@ -1,0 +1,218 @@
+"""``crownsam train``, ``crownsam predict`` and ``crownsam evaluate-model``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from crownsam.common.cli_util import bands_arg
+
+log = logging.getLogger(__name__)
+
+
+def _bands_or_auto(text: str) -> tuple[int, ...] | None:
+    return None if text.strip().lower() == "auto" else bands_arg(text)
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like KEY=VALUE")
+    return key, value
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from crownsam.training.config import TrainConfig
+    from crownsam.training.train import train
+
+    cfg = TrainConfig(
+        coco_dir=args.coco,
+        out_dir=args.out,
+        label_source=args.label_source,
+        bands=args.bands,
+        model_version=args.model,
+        weights=args.weights,
+        trainable_layers=args.trainable_layers,
+        epochs=args.epochs,
+        max_iters=args.max_iters,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        amp=not args.no_amp,
+        num_workers=args.num_workers,
+        threads=args.threads,
+        patience=args.patience,
+        resume=args.resume,
+        tracking=not args.no_tracking,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        register_name=args.register,
+        tags=dict(args.tag or []),
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    m = train(cfg)
+    if "rank" in m:  # torchrun worker other than rank 0
+        return 0
+    best = m["best"]["val_segm_AP"] if m["best"] else None
+    test = m["test"]["test_segm_AP"] if m["test"] else None
+    print(
+        f"crownsam: trained {m['iterations']} steps ({m['epochs_completed']} full epochs, stopped by "
+        f"{m['stopped']}); final loss {_num(m['final_loss'])}; best val segm AP "
+        f"{_num(best)}; test segm AP {_num(test)} "
+        f"-> {args.out}"
+    )
+    print(
+        f"crownsam: MLflow run {m['run_id']} at {m['tracking_uri']}" if m["run_id"] else "crownsam: no MLflow"
+    )
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from crownsam.training.api import PredictRequest, predict_files, summary_path
+
+    req = PredictRequest(
+        model=args.model,
+        ortho=args.ortho,
+        out=args.out,
+        area=args.area,
+        window=args.window,
+        overlap=args.overlap,
+        score_threshold=args.score_threshold,
+        bands=args.bands,
+        stretch=args.stretch,
+        device=args.device,
+        batch_size=args.batch_size,
+        tracking_uri=args.tracking_uri,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    s = predict_files(req)
+    print(
+        f"crownsam: {s['crowns']} crowns from {s['windows']} windows ({s['windows_per_s']:.3g} windows/s); "
+        f"{s['duplicates_dropped']} duplicates dropped, {s['stitched_from']} cut instances stitched "
+        f"-> {args.out} (summary {summary_path(args.out)})"
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from crownsam.training.api import evaluate_model
+
+    r = evaluate_model(
+        args.model,
+        args.coco,
+        args.out,
+        manual=args.manual,
+        area=args.area,
+        ortho=args.ortho,
+        split=args.split,
+        window=args.window,
+        overlap=args.overlap,
+        score_threshold=args.score_threshold,
+        device=args.device,
+        batch_size=args.batch_size,
+        tracking_uri=args.tracking_uri,
+        log_to_mlflow=not args.no_mlflow,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    m = r["metrics"]
+    keys = ["segm_AP", "segm_AP50", "segm_AP75", "bbox_AP", "segm_AR100"]
+    if "jaccard_mean/model" in m:
+        keys += ["jaccard_mean/model"]
+    shown = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), float))
+    where = f"; logged to MLflow run {r['logged_to_run']}" if r.get("logged_to_run") else ""
+    print(f"crownsam: {r['split']} split: {shown} -> {args.out}/metrics.json{where}")
+    return 0
+
+
+def _common_inference(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--window", type=int, default=1024, help="window size in px (default 1024)")
+    p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections >= this (0.5)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
+    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI for MLflow model URIs (else $MLFLOW_TRACKING_URI)"
+    )
+    p.add_argument("--cache-dir", help="cache for gs:// and https:// checkpoints")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+MODEL_HELP = "RUN_DIR, a checkpoint (.pt, local/gs:///https://), runs:/<id>/model or models:/<name>@<alias>"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train Mask R-CNN on a COCO export; log to MLflow")
+    t.add_argument("--coco", required=True, help="folder written by `crownsam export-coco`")
+    t.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.json, run.json)")
+    t.add_argument("--label-source", default="unknown", help="name of the labels, e.g. coarse or sam2")
+    t.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
+    t.add_argument("--max-iters", type=int, help="stop after N optimiser steps in total")
+    t.add_argument("--lr", type=float, default=0.005, help="base learning rate (default 0.005)")
+    t.add_argument("--batch-size", type=int, default=2, help="chips per step and process (default 2)")
+    t.add_argument(
+        "--bands",
+        type=_bands_or_auto,
+        default=None,
+        help="orthophoto bands to use, e.g. 3,2,1,4 (default auto: all exported)",
+    )
+    t.add_argument("--model", choices=("v1", "v2"), default="v1", help="maskrcnn_resnet50_fpn v1 or v2")
+    t.add_argument(
+        "--weights", help="starting weights URI: Mask R-CNN (COCO) or ResNet-50 (ImageNet) state dict"
+    )
+    t.add_argument("--trainable-layers", type=int, help="ResNet stages trained with --weights (default 3)")
+    t.add_argument(
+        "--patience", type=int, default=5, help="early stopping after N worse validations (0: off)"
+    )
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--num-workers", type=int, help="data loader workers (default 0 on CPU, 4 on CUDA)")
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else OUT/mlflow.db)"
+    )
+    t.add_argument("--experiment", default="crownsam", help="MLflow experiment (default crownsam)")
+    t.add_argument("--run-name", help="MLflow run name")
+    t.add_argument("--register", help="register the model under this name in the MLflow model registry")
+    t.add_argument("--tag", type=_tag, action="append", help="MLflow tag KEY=VALUE (repeatable)")
+    t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    t.add_argument("--cache-dir", help="cache for gs:// and https:// weights")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=run_train)
+
+    p = sub.add_parser("predict", help="tiled Mask R-CNN inference over an orthophoto -> crown polygons")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--ortho", required=True, help="orthophoto GeoTIFF")
+    p.add_argument("--out", required=True, help="GeoPackage to write (polygons with score)")
+    p.add_argument("--area", help="predict only here (polygons); crowns whose centroid lies inside are kept")
+    p.add_argument("--bands", type=bands_arg, help="orthophoto bands (default: the model's)")
+    p.add_argument(
+        "--stretch",
+        choices=("model", "scene"),
+        default="model",
+        help="model: the training stretch (default); scene: this orthophoto's",
+    )
+    _common_inference(p)
+    p.set_defaults(func=run_predict)
+
+    e = sub.add_parser("evaluate-model", help="COCO AP of a trained model on the test chips (+ Jaccard)")
+    e.add_argument("--model", required=True, help=MODEL_HELP)
+    e.add_argument("--coco", required=True, help="folder written by `crownsam export-coco`")
+    e.add_argument("--out", required=True, help="folder for metrics.json and pictures")
+    e.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
+    e.add_argument("--manual", help="manual crowns: also compute Jaccard metrics of predicted crowns")
+    e.add_argument("--area", help="test area for the Jaccard metrics")
+    e.add_argument("--ortho", help="orthophoto to predict crowns over (with --manual)")
+    e.add_argument("--no-mlflow", action="store_true", help="do not log the metrics to the model's run")
+    _common_inference(e)
+    e.set_defaults(func=run_evaluate)
