@@ -15,7 +15,7 @@ CHECKPOINT ?=
 PYTEST_ARGS ?=
 
 
-.PHONY: help setup system-deps test test-slow lint format bench run demo-data clean
+.PHONY: help setup system-deps test test-slow lint format bench run demo-data golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ test: setup system-deps ## run the default test suite (no slow or GPU tests)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: setup system-deps ## run the slow tests too (whole scenes, real SAM2 on bigger inputs)
-	$(BIN)/python -m pytest -m 'not gpu' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not gpu and not images' $(PYTEST_ARGS)
 
 lint: setup ## ruff check and format check
 	$(BIN)/ruff check components tests benchmarks pipelines
@@ -54,19 +54,25 @@ format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix components tests benchmarks pipelines
 	$(BIN)/ruff format components tests benchmarks pipelines
 
-bench: setup ## print pseudolabeling speed and memory figures on the demo scene
+bench: setup ## print speed and memory figures (pseudolabeling, CHM segmentation, training)
 	$(BIN)/python benchmarks/bench_pseudolabel.py --size $(SIZE) --seed $(SEED)
+	$(BIN)/python benchmarks/bench_chm.py
+	$(BIN)/python benchmarks/bench_training.py
 
 demo-data: setup ## generate the synthetic demo scene in $(OUT)
 	$(BIN)/crownsam demo-data $(OUT) --size $(SIZE) --seed $(SEED)
 
-run: setup ## generate the demo scene and pseudolabel it (untrained SAM2 unless CHECKPOINT is set)
-	$(BIN)/crownsam demo-data $(OUT) --size $(SIZE) --seed $(SEED)
-	$(BIN)/crownsam tile --ortho $(OUT)/ortho.tif --segments $(OUT)/coarse.gpkg --out $(OUT)/plan.json
-	$(BIN)/crownsam pseudolabel --ortho $(OUT)/ortho.tif --segments $(OUT)/coarse.gpkg \
-		--plan $(OUT)/plan.json --out $(OUT)/pseudolabels.gpkg --model $(MODEL) \
-		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--untrained)
-	@echo "crownsam: results in $(OUT)/ (pseudolabels.gpkg, pseudolabels.summary.json, plan.json)"
+# Embedded defaults for a CPU-only demo: small chips and a few training iterations (plumbing, not quality).
+RUN_PARAMS ?= --param shards=2 --param chip=512 --param val_block=2 --param holdout_buffer_m=2 \
+	--param max_iters=4 --param epochs=1 --param batch_size=2
+
+run: setup ## generate the demo flight and run the whole pipeline locally (untrained SAM2 unless CHECKPOINT)
+	$(BIN)/crownsam demo-data $(OUT)/flight --size $(SIZE) --seed $(SEED)
+	$(BIN)/crownsam run --flight $(OUT)/flight --out $(OUT)/run --param sam2_model=$(MODEL) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),--untrained) $(RUN_PARAMS)
+
+golden: setup ## regenerate the compiled-pipeline golden file after an intended pipeline change
+	env -u CROWNSAM_REGISTRY -u CROWNSAM_CPU_IMAGE -u CROWNSAM_GPU_IMAGE $(BIN)/crownsam compile --out tests/pipelines/golden/crownsam_pipeline.yaml
 
 clean: ## remove generated outputs (keeps .venv)
 	rm -rf out .pytest_cache .ruff_cache .hypothesis

@@ -26,4 +26,4 @@ image-deps:
 		else echo "crownsam:$$missing not found and cannot install (needs root and apt-get)" >&2; exit 2; fi; fi
 
 test-images: setup image-deps ## slow: build base + images with podman and run crownsam inside them
-	$(BIN)/python -m pytest -m slow tests/docker/test_dockerfiles.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m images tests/docker/test_dockerfiles.py $(PYTEST_ARGS)

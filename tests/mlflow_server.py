@@ -32,7 +32,9 @@ def mlflow_server(root: Path, timeout_s: float = 90.0) -> Iterator[str]:
         "--workers", "1",
     ]  # fmt: skip
     log = open(root / "server.log", "w")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # MLflow 3.17 starts job-runner (huey) processes for GenAI features we do not use: keep tests light.
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     old = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         deadline = time.monotonic() + timeout_s

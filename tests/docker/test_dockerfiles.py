@@ -360,6 +360,7 @@ def images():
 
 
 @pytest.mark.slow
+@pytest.mark.images
 @pytest.mark.timeout(7200)
 def test_cpu_image_runs_crownsam_as_non_root(images):
     image = images["cpu"]
@@ -389,6 +390,7 @@ def test_cpu_image_runs_crownsam_as_non_root(images):
 
 
 @pytest.mark.slow
+@pytest.mark.images
 @pytest.mark.timeout(7200)
 def test_cpu_image_runs_a_small_pseudolabel_job(images, tmp_path):
     """demo-data, tile and untrained-SAM2 pseudolabel inside the CPU image, with no network."""
@@ -419,6 +421,7 @@ def test_cpu_image_runs_a_small_pseudolabel_job(images, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.images
 @pytest.mark.timeout(7200)
 def test_gpu_image_is_the_cpu_image_plus_nvidia_settings(images):
     cpu, gpu = images["cpu"], images["gpu"]
@@ -435,6 +438,7 @@ def test_gpu_image_is_the_cpu_image_plus_nvidia_settings(images):
 
 
 @pytest.mark.slow
+@pytest.mark.images
 @pytest.mark.timeout(7200)
 def test_mlflow_image_serves_with_the_manifest_arguments(images):
     """The k8s Deployment's mlflow command, read-only root, /tmp only: /health, Host checks, drivers."""
