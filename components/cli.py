@@ -20,6 +20,7 @@ STEP_CLIS = (
     "crownsam.coco.cli",
     "crownsam.training.cli",
     "crownsam.comparison.cli",
+    "crownsam.flights.cli",
     "crownsam.pipelines.cli",
 )
 

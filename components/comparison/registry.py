@@ -9,9 +9,10 @@ tags saying why.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,19 @@ def _num(x: float | None) -> float:
     return -math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+@contextlib.contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for the block, then restore the previous URI."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def current_champion(client, name: str) -> tuple[str | None, dict[str, str]]:
     """The version holding the ``champion`` alias and its tags, or (None, {})."""
     from mlflow.exceptions import MlflowException
@@ -140,9 +154,10 @@ def register_and_promote(
     versions: dict[str, str] = {}
     for c in candidates:
         try:
-            mv = mlflow.register_model(
-                f"runs:/{c.run_id}/model", name, tags=tags | {"label_source": c.source}
-            )
+            with tracking_uri(client.tracking_uri):  # the fluent API reads the global URI, not the client's
+                mv = mlflow.register_model(
+                    f"runs:/{c.run_id}/model", name, tags=tags | {"label_source": c.source}
+                )
         except Exception as exc:  # MLflow raises several types
             raise CrownsamError(None, f"cannot register run {c.run_id} as {name}: {exc}") from exc
         versions[c.source] = str(mv.version)

@@ -102,7 +102,9 @@ def plan_windows(
     """Windows over ``region = (r0, c0, r1, c1)`` (default the whole raster); see the module docstring."""
     r0, c0, r1, c1 = region or (0, 0, height, width)
     stride = max(1, round(window * (1 - overlap)))
-    rows, cols = axis_offsets(r0, r1, window, stride), axis_offsets(c0, c1, window, stride)
+    # a region narrower than a window: the window moves back inside the raster rather than being padded
+    rows = [min(r, max(0, height - window)) for r in axis_offsets(r0, r1, window, stride)]
+    cols = [min(c, max(0, width - window)) for c in axis_offsets(c0, c1, window, stride)]
     out = []
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):

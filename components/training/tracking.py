@@ -72,6 +72,21 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Keep MLflow's "View run ... at ..." lines off stdout (our results go there, one or two lines)."""
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    old = os.environ.get(key)
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def experiment_id(name: str, uri: str) -> str:
     """Get or create the experiment ``name``; new experiments in a sqlite store keep their artifacts
     beside the database."""
@@ -185,7 +200,7 @@ def _read_run_json(run_dir: Path) -> dict[str, Any]:
 def load_checkpoint(path: Path, source: str) -> dict[str, Any]:
     """Read a crownsam checkpoint (``last.pt``/``best.pt``) or raise InputError."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
         raise InputError(source, f"not a readable crownsam checkpoint ({type(exc).__name__})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:

@@ -585,7 +585,7 @@ class _Trainer:
         if cfg.resume and (self.out / "run.json").is_file():
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 old = json.loads((self.out / "run.json").read_text())
-        with tracking.using_tracking_uri(uri):
+        with tracking.using_tracking_uri(uri), tracking.quiet_stdout():
             try:
                 if old.get("run_id") and old.get("tracking_uri") == uri:
                     run = mlflow.start_run(run_id=old["run_id"])
@@ -660,7 +660,9 @@ class _Trainer:
         best_path = checkpoint_dir(self.cfg) / "best.pt"
         model = unwrap(self.model)
         if best_path.is_file():
-            model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
+            model.load_state_dict(
+                torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)["model"]
+            )
         model.eval()
         test: dict[str, float] | None = None
         png: Path | None = None

@@ -52,13 +52,24 @@ def server(tmp_path_factory):
         yield uri
 
 
+@pytest.fixture(autouse=True)
+def no_global_tracking(monkeypatch, tmp_path):
+    """The registry must use the client it is given, not MLflow's global/env tracking URI."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+
+
 def logged_run(uri: str, source: str) -> str:
     """A real run with a real (tiny) PyTorch model logged as ``model``: registry mechanics do not depend
     on the model's architecture."""
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("registry-test")
-    with mlflow.start_run(run_name=source) as run:
-        mlflow.pytorch.log_model(torch.nn.Linear(2, 1), name="model", serialization_format="pickle")
+    try:
+        mlflow.set_experiment("registry-test")
+        with mlflow.start_run(run_name=source) as run:
+            mlflow.pytorch.log_model(torch.nn.Linear(2, 1), name="model", serialization_format="pickle")
+    finally:
+        mlflow.set_tracking_uri(before)
     return run.info.run_id
 
 
@@ -80,7 +91,8 @@ def test_registry_round_trips(server) -> None:
         CHAMPION: versions["pseudo"],
         CHALLENGER: versions["coarse"],
     }
-    assert isinstance(mlflow.pytorch.load_model(f"models:/{name}@{CHAMPION}"), torch.nn.Linear)
+    with_uri = mlflow.MlflowClient(server)
+    assert with_uri.get_model_version_by_alias(name, CHAMPION).run_id == first[1].run_id
 
     # a worse pair on the same test set: champion stays, the new best is challenger
     worse = [

@@ -15,41 +15,12 @@ from typing import Any
 import pytest
 import torch
 
-from crownsam.training.config import TrainConfig
 from crownsam.training.train import train
 
 try:
-    from .synth import Synth, make_export
+    from .synth import REGISTERED, Synth, make_export, small_config
 except ImportError:  # collected without package __init__ files
-    from synth import Synth, make_export
-
-REGISTERED = "crownsam-test-maskrcnn"
-# Smaller proposal and detection budgets than torchvision's defaults: same code paths, less CPU.
-TEST_MODEL_KWARGS: dict[str, Any] = {
-    "rpn_pre_nms_top_n_train": 300,
-    "rpn_post_nms_top_n_train": 150,
-    "rpn_pre_nms_top_n_test": 300,
-    "rpn_post_nms_top_n_test": 150,
-    "box_batch_size_per_image": 128,
-    "box_detections_per_img": 10,
-}
-
-
-def small_config(synth: Synth, out: Path, **kw: Any) -> TrainConfig:
-    """The tests' training configuration: 2 steps of batch 1 on 128-px chips."""
-    base = {
-        "coco_dir": str(synth.root),
-        "out_dir": str(out),
-        "label_source": "synthetic",
-        "max_iters": 2,
-        "batch_size": 1,
-        "seed": 3,
-        "device": "cpu",
-        "progress": False,
-        "model_kwargs": dict(TEST_MODEL_KWARGS),
-        "experiment": "crownsam-tests",
-    }
-    return TrainConfig(**(base | kw))
+    from synth import REGISTERED, Synth, make_export, small_config
 
 
 @dataclass

@@ -4,6 +4,7 @@ A georeferenced uint16 orthophoto (EPSG:3067, 2.5 cm) of bright elliptical crown
 ground, its true crowns as polygons, and ``chip``-px chips cut on a grid: the last chip row is the test
 split, one chip of the first row the val split, the rest train. Chips are stretched with the scene-wide
 2-98 % stretch exactly as the exporter does; masks are pixel-centre-in-ellipse, pycocotools RLE.
+Also the tests' small training configuration (:func:`small_config`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -18,6 +20,8 @@ import rasterio
 import shapely
 from PIL import Image
 from rasterio import Affine
+
+from crownsam.training.config import TrainConfig
 
 CRS = "EPSG:3067"
 GSD = 0.025
@@ -209,3 +213,32 @@ def make_export(
         {"tree_id": np.arange(1, len(inside) + 1)}, geometry=[polys[i] for i in inside], crs=CRS
     ).to_file(manual)
     return Synth(root, ortho, truth, area, manual, crowns, bands, chip)
+
+
+REGISTERED = "crownsam-test-maskrcnn"
+# Smaller proposal and detection budgets than torchvision's defaults: same code paths, less CPU.
+TEST_MODEL_KWARGS: dict[str, Any] = {
+    "rpn_pre_nms_top_n_train": 300,
+    "rpn_post_nms_top_n_train": 150,
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 150,
+    "box_batch_size_per_image": 128,
+    "box_detections_per_img": 10,
+}
+
+
+def small_config(synth: Synth, out: Path, **kw: Any) -> TrainConfig:
+    """The tests' training configuration: 2 steps of batch 1 on 128-px chips."""
+    base = {
+        "coco_dir": str(synth.root),
+        "out_dir": str(out),
+        "label_source": "synthetic",
+        "max_iters": 2,
+        "batch_size": 1,
+        "seed": 3,
+        "device": "cpu",
+        "progress": False,
+        "model_kwargs": dict(TEST_MODEL_KWARGS),
+        "experiment": "crownsam-tests",
+    }
+    return TrainConfig(**(base | kw))

@@ -19,9 +19,9 @@ from crownsam.training.tracking import load_model
 from crownsam.training.train import train
 
 try:
-    from .conftest import REGISTERED, small_config
+    from .synth import REGISTERED, small_config
 except ImportError:
-    from conftest import REGISTERED, small_config
+    from synth import REGISTERED, small_config
 
 
 def test_two_steps_give_finite_loss_checkpoints_and_metrics(trained):
@@ -43,7 +43,7 @@ def test_two_steps_give_finite_loss_checkpoints_and_metrics(trained):
     assert json.loads((out / "metrics.json").read_text())["run_id"] == trained.run_id
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["status"] == "FINISHED" and run_json["tracking_uri"] == trained.tracking_uri
-    ckpt = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True, mmap=True)
     assert (
         ckpt["state"]["iteration"] == 2
         and ckpt["state"]["epoch"] == 1
@@ -77,7 +77,9 @@ def test_model_loads_back_from_mlflow_and_predicts(trained):
     assert isinstance(model, MaskRCNN)
     assert model.crownsam_meta["bands"] == [1, 2, 3]
     # the logged weights are the best checkpoint's
-    best = torch.load(trained.out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    best = torch.load(
+        trained.out / "checkpoints" / "best.pt", map_location="cpu", weights_only=True, mmap=True
+    )
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in best["model"].items())
     synth = trained.synth
@@ -95,7 +97,7 @@ def test_model_loads_back_from_mlflow_and_predicts(trained):
     assert from_dir.run_id == trained.run_id
     # a registered version, addressed by alias, leads back to its run
     client = MlflowClient(trained.tracking_uri)
-    version = client.get_latest_versions(REGISTERED)[0].version
+    version = client.search_model_versions(f"name='{REGISTERED}'")[0].version
     client.set_registered_model_alias(REGISTERED, "champion", version)
     by_alias = load_model(f"models:/{REGISTERED}@champion", tracking_uri=trained.tracking_uri)
     assert by_alias.run_id == trained.run_id and by_alias.meta["bands"] == [1, 2, 3]
@@ -107,7 +109,7 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(trained, tmp_path):
     out = tmp_path / "run"
     first = train(small_config(trained.synth, out, max_iters=1, tracking=False, evaluate_test=False))
     assert first["iterations"] == 1
-    ckpt1 = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    ckpt1 = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True, mmap=True)
     assert ckpt1["state"]["iteration"] == 1 and ckpt1["state"]["step_in_epoch"] == 1
     with pytest.raises(Exception, match="already holds a training run"):
         train(small_config(trained.synth, out, max_iters=2, tracking=False))
@@ -115,8 +117,10 @@ def test_resume_takes_the_same_steps_as_an_uninterrupted_run(trained, tmp_path):
         small_config(trained.synth, out, max_iters=2, tracking=False, resume=True, evaluate_test=False)
     )
     assert second["iterations"] == 2 and [h["iteration"] for h in second["history"]] == [1, 2]
-    mine = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    ref = torch.load(trained.out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    mine = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+    ref = torch.load(
+        trained.out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True, mmap=True
+    )
     for key in ("iteration", "epoch", "step_in_epoch"):
         assert mine["state"][key] == ref["state"][key]
     assert mine["scheduler"]["last_epoch"] == ref["scheduler"]["last_epoch"] == 2
@@ -140,3 +144,33 @@ def test_config_validation_rejects_bad_values(synth, tmp_path):
         cfg = TrainConfig(coco_dir=str(synth.root), out_dir=str(tmp_path / "x"), **kw)
         with pytest.raises(Exception, match=match):
             cfg.validate()
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    from types import SimpleNamespace
+
+    from crownsam.training.train import State, _Trainer
+
+    net = torch.nn.Linear(2, 1)
+    fake = SimpleNamespace(
+        state=State(), cfg=SimpleNamespace(patience=2, out_dir=str(tmp_path)), model=net, meta={"bands": [1]}
+    )
+    decisions = []
+    for epoch, ap in enumerate([0.1, 0.3, 0.2, 0.25], start=1):
+        with torch.no_grad():
+            net.bias.fill_(epoch)
+        decisions.append(_Trainer.after_validation(fake, {"epoch": epoch, "val_segm_AP": ap}))
+    assert decisions == [False, False, False, True]  # two validations without improvement stop it
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == 2 and best["val_segm_AP"] == 0.3 and best["model"]["bias"].item() == 2.0
+    assert fake.state.best_epoch == 2
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    from crownsam.training.tracking import resolve_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:1"
+    assert resolve_tracking_uri("http://x:5000", tmp_path) == "http://x:5000"
