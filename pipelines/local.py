@@ -71,6 +71,9 @@ def run_local(arguments: dict, out: str | Path) -> LocalRun:
     from kfp import local
 
     from crownsam.pipelines.crownsam_pipeline import crownsam_pipeline
+    from crownsam.pipelines.submit import check_arguments
+
+    arguments = check_arguments(arguments)
 
     out = Path(out).resolve()
     tracking = arguments.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")

@@ -8,23 +8,46 @@ from typing import Any
 
 from crownsam.common.errors import InputError
 
+CASTS = {"Integer": int, "Float": float, "String": str, "Boolean": bool}
 
-def check_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Refuse unknown parameter names and missing required ones before anything is sent."""
-    from crownsam.pipelines.crownsam_pipeline import crownsam_pipeline
 
-    spec = crownsam_pipeline.component_spec.inputs or {}
+def coerce(name: str, value: Any, kind: str) -> Any:
+    """A parameter value as the pipeline's declared type (``2`` for a Float becomes ``2.0``)."""
+    cast = CASTS.get(kind)
+    if cast is None:
+        return value
+    if kind == "Boolean" and not isinstance(value, bool):
+        if str(value).lower() not in ("true", "false"):
+            raise InputError(None, f"pipeline parameter {name}={value!r}: expected true or false")
+        return str(value).lower() == "true"
+    if kind in ("Integer", "Float") and isinstance(value, bool):
+        raise InputError(None, f"pipeline parameter {name}={value!r}: expected a number")
+    try:
+        out = cast(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(None, f"pipeline parameter {name}={value!r}: expected {kind.lower()}") from exc
+    if kind == "Integer" and isinstance(value, float) and value != out:
+        raise InputError(None, f"pipeline parameter {name}={value!r}: expected an integer")
+    return out
+
+
+def check_arguments(arguments: dict[str, Any], pipeline: Any = None) -> dict[str, Any]:
+    """Refuse unknown parameter names and missing required ones before anything is sent; return the
+    arguments converted to the types the pipeline declares."""
+    if pipeline is None:
+        from crownsam.pipelines.crownsam_pipeline import crownsam_pipeline as pipeline
+
+    spec = pipeline.component_spec.inputs or {}
     unknown = sorted(set(arguments) - set(spec))
     if unknown:
-        raise InputError(
-            None, f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(spec))}"
-        )
+        known = ", ".join(sorted(spec))
+        raise InputError(None, f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {known}")
     missing = sorted(
         k for k, v in spec.items() if v.default is None and not v.optional and k not in arguments
     )
     if missing:
         raise InputError(None, f"missing pipeline parameter(s) {', '.join(missing)}")
-    return arguments
+    return {k: coerce(k, v, spec[k].type) for k, v in arguments.items()}
 
 
 def submit(
@@ -43,7 +66,7 @@ def submit(
 
     from crownsam.pipelines.compile import compile_pipeline
 
-    check_arguments(arguments)
+    arguments = check_arguments(arguments)
     client = client or Client(host=host, namespace=namespace)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "crownsam.yaml")

@@ -93,15 +93,22 @@ def _num(x: float | None) -> float:
 
 @contextlib.contextmanager
 def tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for the block, then restore the previous URI."""
-    import mlflow
+    """Point MLflow's fluent API at ``uri`` for the block, then restore exactly what was there before:
+    the process-wide URI (possibly unset) and ``MLFLOW_TRACKING_URI``, which ``set_tracking_uri`` also
+    writes. (MLflow's own ``_use_tracking_uri`` unsets that variable when no URI had been set.)"""
+    import os
 
-    before = mlflow.get_tracking_uri()
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    raw, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)
+        mlflow.set_tracking_uri(raw)  # None unsets the variable ...
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env  # ... so put back the caller's own
 
 
 def current_champion(client, name: str) -> tuple[str | None, dict[str, str]]:

@@ -14,6 +14,7 @@ from crownsam.comparison.registry import (
     current_champion,
     decide,
     register_and_promote,
+    tracking_uri,
 )
 
 C = [Candidate("coarse", "r1", 0.30), Candidate("pseudo", "r2", 0.42)]
@@ -56,20 +57,17 @@ def server(tmp_path_factory):
 def no_global_tracking(monkeypatch, tmp_path):
     """The registry must use the client it is given, not MLflow's global/env tracking URI."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    with tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}"):  # restores the process state after
+        yield
 
 
 def logged_run(uri: str, source: str) -> str:
     """A real run with a real (tiny) PyTorch model logged as ``model``: registry mechanics do not depend
     on the model's architecture."""
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_uri(uri):
         mlflow.set_experiment("registry-test")
         with mlflow.start_run(run_name=source) as run:
             mlflow.pytorch.log_model(torch.nn.Linear(2, 1), name="model", serialization_format="pickle")
-    finally:
-        mlflow.set_tracking_uri(before)
     return run.info.run_id
 
 

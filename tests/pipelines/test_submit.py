@@ -57,3 +57,15 @@ def test_cli_refuses_bad_parameters_in_one_line(capfd) -> None:
     assert cli.main(["submit", "--host", "http://127.0.0.1:9", "--param", "nope=1"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown pipeline parameter(s) nope" in err[0]
+
+
+def test_arguments_take_the_declared_types() -> None:
+    args = check_arguments(
+        REQUIRED | {"holdout_buffer_m": 2, "shards": 3.0, "untrained": "true", "epochs": "5"}
+    )
+    assert args["holdout_buffer_m"] == 2.0 and isinstance(args["holdout_buffer_m"], float)
+    assert args["shards"] == 3 and isinstance(args["shards"], int)
+    assert args["untrained"] is True and args["epochs"] == 5
+    for bad in ({"shards": 2.5}, {"untrained": "maybe"}, {"epochs": "many"}):
+        with pytest.raises(InputError, match="pipeline parameter"):
+            check_arguments(REQUIRED | bad)
