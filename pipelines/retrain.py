@@ -159,13 +159,11 @@ def compile_retraining(out: Any) -> Path:
 
 
 def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
-    """Refuse unknown pipeline parameters and a missing ``root`` before anything is sent."""
-    spec = retraining_pipeline.component_spec.inputs or {}
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise InputError(
-            None, f"unknown pipeline parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(spec))}"
-        )
+    """Refuse unknown pipeline parameters, a missing ``root`` and a SAM2 without weights before anything
+    is sent; return the parameters as the pipeline's declared types."""
+    from crownsam.pipelines.submit import check_arguments
+
+    params = check_arguments(params, retraining_pipeline)
     if not params.get("root"):
         raise InputError(None, "the retraining pipeline needs root (the flight catalog, e.g. gs://bucket)")
     if bool(params.get("sam2_checkpoint")) == bool(params.get("untrained")):

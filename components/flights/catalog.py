@@ -105,7 +105,7 @@ def _relative(item: str, base: str) -> str:
     """The part of a listed file's URI/path below ``base`` (POSIX separators)."""
     if storage.is_remote(base):
         return item[len(base.rstrip("/")) + 1 :]
-    return Path(item).relative_to(Path(base)).as_posix()
+    return Path(item).relative_to(Path(base).expanduser()).as_posix()
 
 
 def list_flights(root: str) -> list[Flight]:
@@ -113,7 +113,7 @@ def list_flights(root: str) -> list[Flight]:
     reason); see the module docstring. An unreadable ``flight.yaml`` makes its flight invalid, never the
     scan fail. A missing ``flights`` folder is an error (wrong root)."""
     base = flights_uri(root)
-    if not storage.is_remote(base) and not Path(base).is_dir():
+    if not storage.is_remote(base) and not Path(base).expanduser().is_dir():
         raise InputError(base, "no such folder; the catalog root must hold flights/<flight_id>/")
     names: dict[str, dict[str, str]] = {}
     for item in storage.list_prefix(base):

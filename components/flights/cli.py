@@ -78,6 +78,9 @@ def _pipeline_params(args: argparse.Namespace, tracking_default: str) -> dict[st
 
 def run_retrain(args: argparse.Namespace) -> int:
     if args.submit_to:
+        local_only = [o for o, v in (("--dry-run", args.dry_run), ("--force", args.force)) if v]
+        if local_only:
+            raise CrownsamError(None, f"{', '.join(local_only)}: only with --local")
         from crownsam.pipelines.retrain import CLUSTER_TRACKING_URI, submit_retraining
 
         result = submit_retraining(

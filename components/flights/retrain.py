@@ -4,10 +4,10 @@ pseudolabels of every flight, evaluate it on the fixed evaluation set, promote i
 Steps of :func:`retrain` (the rules of "processed" and "trained" are in :mod:`crownsam.flights.state`):
 
 1. **Plan** (:func:`plan_retrain`, also ``crownsam flights scan`` and the pipeline's first step): list the
-   catalog; complete flights whose selected bands have other names (``flight.yaml``) than those of the
-   earliest flight are invalid (a model needs the same bands from every flight); fingerprint the rest and
-   ask MLflow which are processed. No new flight and a complete retraining for the current dataset key:
-   **up-to-date**, nothing else happens.
+   catalog; fingerprint the complete flights and ask MLflow which are processed; flights whose selected
+   bands have other names (``flight.yaml``) than in the earliest processed flight (else the earliest new
+   one) are invalid (a model needs the same bands from every flight). No new flight and a complete
+   retraining for the current dataset key: **up-to-date**, nothing else happens.
 2. **Per new flight** (each flight id once; MLflow is asked again just before, so a flight processed
    meanwhile is skipped): check the orthophoto against ``flight.yaml``; coarse segments (``coarse.gpkg``,
    else CHM segmentation); SAM2 pseudolabels (finished windows kept under the work area, so a retried run
@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 DEFAULT_REGISTERED_MODEL = "crownsam-maskrcnn"
 METRIC = "segm_AP"
 WORK_DIR = "work"
+NO_EVALUATION_SET = (
+    "no flight has manual crowns and a test area: there is nothing to evaluate a model on, so nothing was "
+    "trained (add manual.gpkg + test_area.gpkg to a flight)"
+)
 
 NEW, PROCESSED, INCOMPLETE, INVALID = "new", "processed", catalog.INCOMPLETE, catalog.INVALID
 
@@ -209,12 +213,15 @@ class Plan:
     @property
     def action(self) -> str:
         """``pseudolabel`` (new flights), ``train`` (all processed, no model for them yet), ``up-to-date``,
-        or ``no-flights`` (nothing complete and valid in the catalog)."""
+        ``no-evaluation-set`` (all processed, but no flight has manual crowns to evaluate a model on) or
+        ``no-flights`` (nothing complete and valid in the catalog)."""
         if self.of(NEW):
             return "pseudolabel"
         if not self.of(PROCESSED):
             return "no-flights"
-        return "up-to-date" if self.trained_by else "train"
+        if self.trained_by:
+            return "up-to-date"
+        return "train" if any(s.flight.has_manual for s in self.of(PROCESSED)) else "no-evaluation-set"
 
 
 def evaluation_fingerprints(flight: Flight) -> tuple[str, str]:
@@ -225,10 +232,12 @@ def evaluation_fingerprints(flight: Flight) -> tuple[str, str]:
 
 
 def _check_bands(statuses: list[FlightStatus], bands: tuple[int, ...]) -> None:
-    """Mark complete flights invalid when the selected bands are not in flight.yaml, or have other names
-    than in the earliest flight (by date, then id)."""
+    """Mark new and processed flights invalid when the selected bands are not in flight.yaml, or have
+    other names than in the reference flight: the earliest processed flight (by date, then id), else the
+    earliest new one (so a back-dated upload cannot invalidate what models were trained on)."""
     complete = sorted(
-        (s for s in statuses if s.flight.complete), key=lambda s: (s.flight.meta.date, s.flight_id)
+        (s for s in statuses if s.status in (NEW, PROCESSED)),
+        key=lambda s: (s.status != PROCESSED, s.flight.meta.date, s.flight_id),
     )
     ref: tuple[str, tuple[str, ...]] | None = None
     spec = ",".join(map(str, bands))
@@ -249,11 +258,14 @@ def _check_bands(statuses: list[FlightStatus], bands: tuple[int, ...]) -> None:
             )
 
 
-def plan_retrain(root: str, settings: Settings, state: FlightState | None = None) -> Plan:
-    """List the catalog and ask MLflow what is processed and trained (see the module docstring)."""
+def plan_retrain(
+    root: str, settings: Settings, state: FlightState | None = None, flights: list[Flight] | None = None
+) -> Plan:
+    """List the catalog (unless ``flights`` are given) and ask MLflow what is processed and trained (see
+    the module docstring)."""
+    flights = catalog.list_flights(root) if flights is None else flights
     state = state or FlightState(settings.tracking_uri, settings.experiment)
-    statuses = [FlightStatus(f, f.state, f.reason) for f in catalog.list_flights(root)]
-    _check_bands(statuses, settings.bands)
+    statuses = [FlightStatus(f, f.state, f.reason) for f in flights]
     records = state.flight_records()
     for s in statuses:
         if s.status != catalog.COMPLETE:
@@ -270,6 +282,10 @@ def plan_retrain(root: str, settings: Settings, state: FlightState | None = None
             earlier = next((r for r in records if r.flight_id == s.flight_id), None)
             s.status = NEW
             s.reason = f"inputs changed since MLflow run {earlier.run_id}" if earlier else "not processed yet"
+    _check_bands(statuses, settings.bands)
+    for s in statuses:
+        if s.status == INVALID:
+            s.record = None
     plan = Plan(statuses)
     if not plan.of(NEW) and plan.of(PROCESSED):
         plan.dataset_key = dataset_key([_dataset_entry(s) for s in plan.of(PROCESSED)])
@@ -547,6 +563,7 @@ def retrain(
     ``$MLFLOW_TRACKING_URI``, or a sqlite store in a local work area) the state. ``predictor_factory(flight,
     local ortho)`` replaces SAM2 (tests); ``dry_run`` only plans; ``force`` retrains even when up-to-date.
     """
+    flights = catalog.list_flights(root)  # a wrong root fails here, before anything is created
     work = work_uri or storage.join(root, WORK_DIR)
     settings = Settings(
         work_uri=work,
@@ -574,7 +591,7 @@ def retrain(
     )
     settings.validate(sam2=predictor_factory is None)
     state = FlightState(settings.tracking_uri, settings.experiment)
-    plan = plan_retrain(root, settings, state)
+    plan = plan_retrain(root, settings, state, flights)
     summary: dict[str, Any] = {
         "root": root,
         "work_uri": work,
@@ -600,6 +617,8 @@ def retrain(
                 f"trained on in MLflow run {plan.trained_by}; nothing done"
             ),
         }
+    if action == "no-evaluation-set":
+        return summary | {"status": action, "message": NO_EVALUATION_SET}
     if dry_run:
         return summary | {
             "status": "dry-run",
@@ -667,13 +686,7 @@ def _train_and_promote(
     evaluation = [s.flight_id for s in usable if s.flight.has_manual]
     out: dict[str, Any] = {"trained_on": ids, "evaluation_flights": evaluation, "dataset_key": key}
     if not evaluation:
-        return out | {
-            "status": "no-evaluation-set",
-            "message": (
-                "no flight has manual crowns and a test area: there is nothing to evaluate a model on, so "
-                "nothing was trained (add manual.gpkg + test_area.gpkg to a flight)"
-            ),
-        }
+        return out | {"status": "no-evaluation-set", "message": NO_EVALUATION_SET}
     sources = {s.flight_id: flight_coco(s, settings, scratch) for s in usable}
     merged_dir = scratch / "merged"
     merged = merge_exports(sources, merged_dir)
@@ -721,7 +734,7 @@ def _train_and_promote(
                 return math.inf
         return float(r["metrics"][METRIC])
 
-    with tracking.using_tracking_uri(settings.tracking_uri), tracking.quiet_stdout():
+    with tracking.quiet_stdout():  # register_and_promote points the fluent API at the client's URI
         decision, versions = register_and_promote(
             client,
             name,
@@ -781,6 +794,7 @@ def scan(
     bands: tuple[int, ...] = (3, 2, 1),
 ) -> Plan:
     """The catalog's flights with their status, and what a retraining would do (reads only)."""
+    flights = catalog.list_flights(root)  # a wrong root fails here, before anything is created
     work = work_uri or storage.join(root, WORK_DIR)
     settings = Settings(
         work_uri=work,
@@ -788,7 +802,7 @@ def scan(
         experiment=experiment,
         bands=tuple(int(b) for b in bands),
     )
-    return plan_retrain(root, settings)
+    return plan_retrain(root, settings, flights=flights)
 
 
 def scan_step(root: str, work_uri: str, tracking_uri: str, experiment: str, rgb_bands: str) -> dict[str, Any]:

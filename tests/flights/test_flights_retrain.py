@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 from common.gcs_emulator import gcs_emulator
 from flight_helpers import TINY, TruthPredictors, make_scene, upload_flight
@@ -22,7 +23,8 @@ from mlflow.entities import ViewType
 
 from crownsam import cli
 from crownsam.common import storage
-from crownsam.flights.retrain import retrain
+from crownsam.flights.catalog import FlightMeta
+from crownsam.flights.retrain import retrain, scan
 from crownsam.flights.state import DATASET_KEY
 
 EXP = "flights-scenario"
@@ -43,6 +45,7 @@ def test_new_flights_are_pseudolabeled_once_and_the_model_retrained_on_all(
     tmp_path: Path, flights_mlflow: str, monkeypatch: pytest.MonkeyPatch, caplog, capfd
 ) -> None:
     monkeypatch.setenv("CROWNSAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # MLflow's default store is ./mlflow.db: nothing may fall back on it
     caplog.set_level(logging.INFO, logger="crownsam")
     scenes = {fid: make_scene(tmp_path / fid, seed) for fid, seed in (("A", 11), ("B", 12), ("C", 13))}
     predictors = TruthPredictors()
@@ -139,3 +142,51 @@ def test_new_flights_are_pseudolabeled_once_and_the_model_retrained_on_all(
         status = {line.split()[0]: line.split()[1] for line in table[1:-1]}
         assert status == {"A": "processed", "B": "processed", "C": "new"}
         assert table[-1].endswith("next retraining: pseudolabel")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_flights_without_manual_crowns_are_pseudolabeled_but_not_trained_on_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No evaluation set, no model: the flight is processed once; new segments make it new again."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CROWNSAM_CACHE", str(tmp_path / "cache"))
+    scene = make_scene(tmp_path / "scene", seed=41)
+    root = tmp_path / "catalog"
+    upload_flight(scene, str(root / "flights" / "N1"), files=("ortho.tif", "coarse.gpkg"))
+    predictors = TruthPredictors()
+    predictors.add("N1", scene)
+    opts = TINY | {"predictor_factory": predictors, "registered_model_name": "no-eval"}
+    first = retrain(str(root), **opts)
+    assert first["status"] == "no-evaluation-set" and first["pseudolabeled"] == ["N1"]
+    assert "nothing to evaluate a model on" in first["message"]
+    again = retrain(str(root), **opts)
+    assert again["status"] == "no-evaluation-set" and predictors.calls == ["N1"]
+    assert scan(str(root)).action == "no-evaluation-set"
+    # new coarse segments (same names, other content): the flight is new again
+    coarse = root / "flights" / "N1" / "coarse.gpkg"
+    gdf = gpd.read_file(coarse)
+    gdf.iloc[:-1].to_file(coarse, layer="segments", driver="GPKG")
+    plan = scan(str(root))
+    (n1,) = plan.flights
+    assert n1.status == "new" and n1.reason.startswith("inputs changed since MLflow run")
+    assert plan.action == "pseudolabel"
+
+
+def test_flights_whose_bands_differ_are_invalid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    scene = make_scene(tmp_path / "scene", seed=42)
+    root = tmp_path / "catalog"
+    upload_flight(scene, str(root / "flights" / "early"), files=("ortho.tif", "coarse.gpkg"))
+    other = FlightMeta("2024-07-01", "EPSG:3067", ("red", "green", "blue", "nir", "rededge", "thermal"), "x")
+    upload_flight(scene, str(root / "flights" / "late"), files=("ortho.tif", "coarse.gpkg"), meta=other)
+    short = FlightMeta("2024-08-01", "EPSG:3067", ("gray", "nir"), "x")
+    upload_flight(scene, str(root / "flights" / "two"), files=("ortho.tif", "coarse.gpkg"), meta=short)
+    status = {s.flight_id: s for s in scan(str(root)).flights}
+    assert status["early"].status == "new"
+    assert status["late"].status == "invalid"
+    assert "bands 3,2,1 are blue,green,red here but red,green,blue in flight early" in status["late"].reason
+    assert (
+        status["two"].status == "invalid"
+        and "bands lists 2 names; --bands 3,2,1 needs more" in status["two"].reason
+    )
