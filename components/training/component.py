@@ -2,7 +2,7 @@
 
 # No `from __future__ import annotations`: KFP reads the annotations at decoration time.
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from crownsam.common.images import GPU_IMAGE
 
@@ -59,12 +59,16 @@ def evaluate_model_op(
     ortho_fingerprint: str,
     results: Output[Dataset],
     metrics: Output[Metrics],
+    report: Output[HTML],
     tracking_uri: str = "",
 ):
     """COCO segm/bbox AP on the test chips, and Jaccard of crowns predicted over the test area."""
-    from crownsam.training.steps import evaluate_model_step
+    from pathlib import Path
+
+    from crownsam.training.steps import evaluate_model_step, model_report_html
 
     for key, value in evaluate_model_step(
         model.path, coco.path, results.path, manual_uri, test_area_uri, ortho_uri, tracking_uri
     ).items():
         metrics.log_metric(key, value)
+    Path(report.path).write_text(model_report_html(results.path))

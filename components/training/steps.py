@@ -74,5 +74,34 @@ def evaluate_model_step(
     return {k.replace("/", "_"): float(v) for k, v in r["metrics"].items() if _number(v)}
 
 
+def model_report_html(out_dir: str, title: str = "crownsam model evaluation") -> str:
+    """A self-contained page for KFP's HTML viewer: the metrics table and the prediction image(s) that
+    ``evaluate_model`` wrote into ``out_dir``."""
+    import base64
+    import html
+    import json
+
+    from crownsam.evaluation.report import CSS
+
+    d = json.loads((Path(out_dir) / "metrics.json").read_text())
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+        for k, v in sorted(d.get("metrics", {}).items())
+        if _number(v)
+    )
+    imgs = "".join(
+        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
+        for p in sorted(Path(out_dir).glob("predictions_*.png"))
+    )
+    head = f"<h1>{html.escape(title)}</h1><p>model <code>{html.escape(str(d.get('model')))}</code>"
+    head += f" &middot; MLflow run <code>{html.escape(str(d.get('run_id')))}</code></p>"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><main>{head}<section><h2>Metrics</h2><table>"
+        f"<tr><th>metric</th><th>value</th></tr>{rows}</table></section><section><h2>Predictions</h2>{imgs}"
+        "</section></main></body></html>"
+    )
+
+
 def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -62,6 +62,9 @@ def test_every_artifact_is_there(run) -> None:
     assert "UNTRAINED" in a["label_report"].read_text()
     assert "UNTRAINED" in a["comparison_report"].read_text() and "<img" in a["comparison_report"].read_text()
     assert "| coarse |" in a["comparison_markdown"].read_text()
+    for report in result.run_dir.rglob("evaluate-model-op*/report"):
+        assert "segm_AP" in report.read_text() and "data:image/png;base64," in report.read_text()
+    assert len(list(result.run_dir.rglob("evaluate-model-op*/report"))) == 2
     labels_eval = result.run_dir / "evaluate-labels-op" / "results"
     assert {"per_tree.csv", "metrics.json", "report.html"} <= {p.name for p in labels_eval.iterdir()}
 
