@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from _report import report  # benchmarks/_report.py (scripts run from this folder)
 from rasterio.windows import Window
 
 
@@ -126,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "large_mpx_per_s": large["mpx_per_s"],
             "large_peak_rss_mib": large["peak_rss_mib"],
         }
-    width = max(map(len, figures))
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, a.json)
     return 0
 
 

@@ -12,7 +12,6 @@ Untrained SAM2 by default: same compute as trained weights, meaningless masks. N
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from _report import report  # benchmarks/_report.py (scripts run from this folder)
 from rasterio import Affine
 from rasterio.windows import Window
 
@@ -136,17 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_vs_naive": round(naive_total / wall, 2),
         "peak_rss_mib": round(peak_rss_mib(), 1),
     }
-    width = max(map(len, figures))
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
+    report(figures, a.json)
     share_ok = figures["share_in_sam2_forward"] >= 0.9
     speed_ok = figures["speedup_vs_naive"] >= 10
     print(
         f"targets: share in SAM2 forward >= 0.90: {'met' if share_ok else 'MISSED'}; "
         f"speedup vs naive >= 10x: {'met' if speed_ok else 'MISSED'}"
     )
-    if a.json:
-        Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

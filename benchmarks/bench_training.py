@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import report  # benchmarks/_report.py (scripts run from this folder)
+
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -174,11 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             return proc.returncode
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
         figures |= json.loads(line.removeprefix("BENCH "))
-    width = max(map(len, figures))
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, a.json)
     return 0
 
 
