@@ -63,26 +63,26 @@ def decide(
     elif champion_version is None or _num(best.metric) > _num(champion_metric):
         d.promoted = True
         d.aliases[CHAMPION] = best.source
-        d.reasons[best.source] = f"champion: best {metric_name} {best.metric:.4f}" + (
+        d.reasons[best.source] = f"champion: best {metric_name} {best.metric:.4g}" + (
             ""
             if champion_version is None
-            else f" > previous champion v{champion_version} {champion_metric:.4f}"
+            else f" > previous champion v{champion_version} {champion_metric:.4g}"
         )
     else:
         d.aliases[CHALLENGER] = best.source
         d.reasons[best.source] = (
-            f"challenger: best {metric_name} {best.metric:.4f} does not beat champion v{champion_version} "
-            f"{champion_metric:.4f} on the same test set"
+            f"challenger: best {metric_name} {best.metric:.4g} does not beat champion v{champion_version} "
+            f"{champion_metric:.4g} on the same test set"
         )
     for c in rest:
         if CHALLENGER not in d.aliases:
             d.aliases[CHALLENGER] = c.source
             d.reasons[c.source] = (
-                f"challenger: {metric_name} {c.metric:.4f} below {best.source} {best.metric:.4f}"
+                f"challenger: {metric_name} {c.metric:.4g} below {best.source} {best.metric:.4g}"
             )
         else:
             d.reasons[c.source] = (
-                f"no alias: {metric_name} {c.metric:.4f} below {best.source} {best.metric:.4f}"
+                f"no alias: {metric_name} {c.metric:.4g} below {best.source} {best.metric:.4g}"
             )
     return d
 
