@@ -484,3 +484,37 @@ def _staging_root(cache_dir: str | Path | None) -> Path:
     root = (Path(cache_dir) if cache_dir else default_cache_dir()) / "staging"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+
+def upload_dir(local: Path, uri: str, last: str | None = None) -> None:
+    """Copy every file under ``local`` to ``uri`` (same relative paths); ``last`` is copied after all
+    others, so its presence means the folder is complete."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.relative_to(local).as_posix() == last)
+    for p in files:
+        upload(p, join(uri, p.relative_to(local).as_posix()))
+
+
+def download_dir(uri: str, local: Path, cache_dir: str | None = None) -> Path:
+    """A local folder with the files under ``uri``: the folder itself when it is local, else a copy made
+    of hard links into the download cache (objects are fetched once per generation)."""
+    if not is_remote(uri):
+        return Path(uri)
+    base = uri.rstrip("/")
+    items = list_prefix(base)
+    if not items:
+        raise InputError(uri, "nothing there")
+    if local.exists():
+        shutil.rmtree(local)
+    for item in items:
+        target = local / item[len(base) + 1 :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cached = fetch(item, cache_dir)
+        try:
+            target.hardlink_to(cached)
+        except OSError:
+            shutil.copyfile(cached, target)
+    return local

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from crownsam.common import storage
-from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.errors import CrownsamError
 from crownsam.flights import catalog
 from crownsam.flights.catalog import Flight
 from crownsam.flights.state import (
@@ -299,40 +299,6 @@ def _dataset_entry(s: FlightStatus) -> tuple[str, str, str, str]:
     return (s.flight_id, s.record.run_id, manual_fp, area_fp)
 
 
-# ------------------------------------------------------------------------------------------ folders
-
-
-def upload_dir(local: Path, uri: str, last: str | None = None) -> None:
-    """Copy every file under ``local`` to ``uri`` (same relative paths); ``last`` is copied after all
-    others, so its presence means the folder is complete."""
-    files = sorted(p for p in local.rglob("*") if p.is_file())
-    files.sort(key=lambda p: p.relative_to(local).as_posix() == last)
-    for p in files:
-        storage.upload(p, storage.join(uri, p.relative_to(local).as_posix()))
-
-
-def download_dir(uri: str, local: Path, cache_dir: str | None = None) -> Path:
-    """A local folder with the files under ``uri``: the folder itself when it is local, else a copy made
-    of hard links into the download cache (objects are fetched once per generation)."""
-    if not storage.is_remote(uri):
-        return Path(uri)
-    base = uri.rstrip("/")
-    items = storage.list_prefix(base)
-    if not items:
-        raise InputError(uri, "nothing there")
-    if local.exists():
-        shutil.rmtree(local)
-    for item in items:
-        target = local / item[len(base) + 1 :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cached = storage.fetch(item, cache_dir)
-        try:
-            target.hardlink_to(cached)
-        except OSError:
-            shutil.copyfile(cached, target)
-    return local
-
-
 # ------------------------------------------------------------------------------------- flight outputs
 
 
@@ -452,7 +418,7 @@ def process_flight(
             else Path(req.out)
         )
         export = export_flight(flight, labels, ortho, here / "coco", settings)
-        upload_dir(here / "coco", uris["coco_uri"], last="export.json")
+        storage.upload_dir(here / "coco", uris["coco_uri"], last="export.json")
         metrics = {
             "segments": float(seg_info.get("segments", summary.get("segments_total", 0)) or 0),
             "segments_labeled": float(summary.get("segments_labeled", 0)),
@@ -497,7 +463,7 @@ def flight_coco(fs: FlightStatus, settings: Settings, scratch: Path) -> Path:
     uri = storage.join(fs.record.output_uri, f"coco-{ekey}")
     local = scratch / "coco" / fs.flight_id
     if storage.exists(storage.join(uri, "export.json")):
-        return download_dir(uri, local, settings.cache_dir)
+        return storage.download_dir(uri, local, settings.cache_dir)
     log.info(
         "flight %s: exporting COCO again (other settings or evaluation files than when processed)",
         fs.flight_id,
@@ -505,7 +471,7 @@ def flight_coco(fs: FlightStatus, settings: Settings, scratch: Path) -> Path:
     labels = storage.fetch(fs.record.pseudolabels_uri, settings.cache_dir, what="pseudolabels")
     ortho = storage.fetch(fs.flight.file("ortho"), settings.cache_dir, what="orthophoto")
     export_flight(fs.flight, labels, ortho, local, settings)
-    upload_dir(local, uri, last="export.json")
+    storage.upload_dir(local, uri, last="export.json")
     return local
 
 
