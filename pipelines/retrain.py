@@ -19,7 +19,6 @@ from typing import Any, Dict
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Output
 
-from crownsam.common.atomic import atomic_path
 from crownsam.common.errors import CrownsamError, InputError
 from crownsam.common.images import CPU_IMAGE, GPU_IMAGE
 from crownsam.pipelines.pseudolabel import cpu_task, gpu_task
@@ -151,11 +150,9 @@ def retraining_pipeline(
 
 def compile_retraining(out: Any) -> Path:
     """Write the compiled retraining pipeline (atomically)."""
-    from kfp import compiler
+    from crownsam.pipelines.compile import compile_pipeline
 
-    with atomic_path(out) as tmp:
-        compiler.Compiler().compile(retraining_pipeline, str(tmp))
-    return Path(out)
+    return compile_pipeline(out, retraining_pipeline)
 
 
 def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -362,15 +359,16 @@ def submit_retraining(
         from kfp import Client
 
         client = Client(host=host, namespace=namespace) if namespace else Client(host=host)
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_retraining(Path(tmp) / "retraining.yaml")
-        return client.create_run_from_pipeline_package(
-            str(package),
-            arguments=params,
-            run_name=run_name,
-            experiment_name=experiment,
-            namespace=namespace,
-            pipeline_root=pipeline_root,
-            enable_caching=False,
-            service_account=service_account,
-        )
+    from crownsam.pipelines.submit import send
+
+    return send(
+        client,
+        retraining_pipeline,
+        params,
+        run_name=run_name,
+        experiment=experiment,
+        namespace=namespace,
+        pipeline_root=pipeline_root,
+        enable_caching=False,
+        service_account=service_account,
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from crownsam.common.errors import InputError
+from crownsam.pipelines.compile import compile_pipeline
 
 CASTS = {"Integer": int, "Float": float, "String": str, "Boolean": bool}
 
@@ -64,18 +65,28 @@ def submit(
     """Compile and submit one run; returns kfp's RunPipelineResult."""
     from kfp import Client
 
-    from crownsam.pipelines.compile import compile_pipeline
-
     arguments = check_arguments(arguments)
     client = client or Client(host=host, namespace=namespace)
+    return send(
+        client,
+        None,
+        arguments,
+        run_name=run_name,
+        experiment=experiment,
+        namespace=namespace,
+        pipeline_root=pipeline_root,
+        service_account=service_account,
+    )
+
+
+def send(client: Any, pipeline: Any, arguments: dict[str, Any], **options: Any) -> Any:
+    """Compile ``pipeline`` (None: the crownsam pipeline) to a temporary package and create one run of it.
+
+    ``options``: run_name, experiment, namespace, pipeline_root, service_account, enable_caching.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "crownsam.yaml")
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", pipeline)
+        experiment = options.pop("experiment", None)
         return client.create_run_from_pipeline_package(
-            str(package),
-            arguments=arguments,
-            run_name=run_name,
-            experiment_name=experiment,
-            namespace=namespace,
-            pipeline_root=pipeline_root,
-            service_account=service_account,
+            str(package), arguments=arguments, experiment_name=experiment, **options
         )
