@@ -3,8 +3,10 @@ MLflow store (sqlite). Same pipeline definition as on a cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +68,25 @@ def local_tracking(out: Path, experiment: str) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def kfp_local_hygiene() -> Iterator[None]:
+    """Undo what KFP's local runner can leave behind in this process: it swaps ``builtins.print`` for an
+    indenting one per task, and with parallel tasks (threads) an interleaved restore can leave the
+    swapped one in place (every later ``print(..., file=sys.stderr)`` then writes spaces to stdout);
+    it also reconfigures the root logger."""
+    import builtins
+    import logging
+
+    root = logging.getLogger()
+    saved_print, saved_level, saved_handlers = builtins.print, root.level, root.handlers[:]
+    try:
+        yield
+    finally:
+        builtins.print = saved_print
+        root.setLevel(saved_level)
+        root.handlers[:] = saved_handlers
+
+
 def run_local(arguments: dict, out: str | Path) -> LocalRun:
     """Run ``crownsam_pipeline`` with KFP's SubprocessRunner (this Python environment) under ``out``."""
     from kfp import local
@@ -83,7 +104,8 @@ def run_local(arguments: dict, out: str | Path) -> LocalRun:
     run = LocalRun(out=out, pipeline_root=out / "kfp", tracking_uri=tracking)
     before = set(run.pipeline_root.glob("*")) if run.pipeline_root.exists() else set()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run.pipeline_root))
-    crownsam_pipeline(**arguments)
+    with kfp_local_hygiene():
+        crownsam_pipeline(**arguments)
     new = sorted(set(run.pipeline_root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
     if new:
         run.run_dir = new[-1]
