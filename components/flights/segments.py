@@ -22,9 +22,9 @@ def prepare_segments(coarse_uri: str, chm_uri: str, out: str, **chm_options) -> 
         return {"source": "coarse", "uri": coarse_uri, "segments": len(gdf)}
     if not chm_uri:
         raise InputError(None, "a flight needs coarse segments or a CHM to derive them from")
-    from crownsam.chm.segment import segment_chm_file
+    from crownsam.chm.blocks import segment_chm_file
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     summary = segment_chm_file(str(storage.fetch(chm_uri, what="CHM")), out, **chm_options)
-    log.info("segmented %s crowns from the CHM %s", summary.get("segments", "?"), chm_uri)
-    return {"source": "chm", "uri": chm_uri} | summary
+    log.info("segmented %d crowns from the CHM %s", summary["crowns"], chm_uri)
+    return {"source": "chm", "uri": chm_uri, "segments": summary["crowns"]} | summary
