@@ -474,6 +474,7 @@ def export_coco(
         raise InputError(
             manual, "manual crowns are ground truth for a test area: give the test area too (--holdout)"
         )
+
     def local(uri: str | Path, what: str) -> Path:
         return storage.fetch(str(uri), cache_dir, what=what, must_exist=False)
 
