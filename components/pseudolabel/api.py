@@ -98,7 +98,8 @@ def prepare(req: PseudolabelRequest) -> Prepared:
     p = req.params
     ortho = str(storage.fetch(req.ortho, req.cache_dir, what="raster"))
     segments = str(storage.fetch(req.segments, req.cache_dir, what="segments file"))
-    chm = str(storage.fetch(req.chm, req.cache_dir, what="CHM")) if req.chm else None
+    use_chm = bool(req.chm) and p.needs_treetops
+    chm = str(storage.fetch(req.chm, req.cache_dir, what="CHM")) if use_chm and req.chm else None
     if req.plan:
         plan_local = str(storage.fetch(req.plan, req.cache_dir, what="window plan"))
         plan = Plan.load(plan_local)
@@ -139,7 +140,7 @@ def prepare(req: PseudolabelRequest) -> Prepared:
             out, req.segments, segments, report, chm, info.transform
         )
     elif req.chm:
-        log.warning(
+        log.info(
             "%s: --chm is only used for treetops (--prompt point or box+point, or "
             "--negative-calibration); ignored",
             req.chm,
