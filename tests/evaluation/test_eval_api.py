@@ -241,7 +241,7 @@ def test_overlap_figures_per_label_set_side_by_side() -> None:
     assert ev.label_sets == ["coarse", "pseudo-box", "pseudo-npc"]
     assert m["overlap_pairs/coarse"] == 0 and m["overlap_area_m2/coarse"] == 0
     assert m["overlap_pairs/pseudo-npc"] == 0 and m["overlap_share/pseudo-npc"] == 0
-    # sq(0,0,3) x sq(2,0,2): 1 x 2 m (x 2..3 within y 0..2 and 0..3 -> 1 x 2); sq(2,0,2) x sq(4,0,2): touch only
+    # sq(0,0,3) x sq(2,0,2) share x 2..3, y 0..2 (2 m²); sq(2,0,2) and sq(4,0,2) only touch
     assert m["overlap_pairs/pseudo-box"] == 1
     assert m["overlap_area_m2/pseudo-box"] == pytest.approx(2.0)
     assert m["overlap_share/pseudo-box"] == pytest.approx(2.0 / (9 + 4 + 4 + 4))
