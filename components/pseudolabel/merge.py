@@ -112,10 +112,10 @@ def summed_sections(summaries: list[dict]) -> dict:
 def read_claims(uri: str, run_key: str) -> dict[int, Claim]:
     """The claims a shard wrote beside its labels (see :func:`crownsam.pseudolabel.api.claims_path`)."""
     path = claims_path(uri)
+    if not storage.exists(path):
+        raise InputError(path, "claims of this shard are missing (needed for exclusive labels)")
     try:
         d = json.loads(storage.read_bytes(path))
-    except FileNotFoundError as exc:
-        raise InputError(path, "claims of this shard are missing (needed for exclusive labels)") from exc
     except ValueError as exc:
         raise InputError(path, f"not a claims file ({exc})") from exc
     if d.get("run_key") != run_key:

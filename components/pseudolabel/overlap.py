@@ -1,8 +1,9 @@
 """Overlap figures of a label set (light: numpy and shapely only; the evaluation report uses them too).
 
 * Polygons: a pair of labels overlaps when their intersection has an area above ``min_area`` (default
-  0: any area); the overlap area is the sum of the pairwise intersection areas (a spot covered by three
-  labels counts three times, once per pair).
+  1e-6 square units, 1 mm² in metres: labels that share an edge meet in slivers of ~1e-10 from
+  floating-point rounding, which are not overlap); the overlap area is the sum of the pairwise
+  intersection areas (a spot covered by three labels counts three times, once per pair).
 * Masks (window crops): a pair overlaps when they share at least one pixel; the area is the sum of the
   pairwise shared pixels.
 """
@@ -15,8 +16,11 @@ import numpy as np
 import shapely
 
 
+MIN_AREA = 1e-6
+
+
 def polygon_overlaps(
-    geoms: Sequence[shapely.Geometry] | np.ndarray, min_area: float = 0.0
+    geoms: Sequence[shapely.Geometry] | np.ndarray, min_area: float = MIN_AREA
 ) -> tuple[list[tuple[int, int]], float]:
     """Overlapping pairs ``(i, j)``, ``i < j``, and their total intersection area (rule above)."""
     arr = np.asarray(list(geoms), dtype=object)
@@ -36,7 +40,7 @@ def polygon_overlaps(
 
 
 def overlap_figures(
-    geoms: Sequence[shapely.Geometry] | np.ndarray, min_area: float = 0.0
+    geoms: Sequence[shapely.Geometry] | np.ndarray, min_area: float = MIN_AREA
 ) -> dict[str, float]:
     """``{"pairs": n, "area": total}`` (area in the geometries' units; rule above)."""
     pairs, area = polygon_overlaps(geoms, min_area)

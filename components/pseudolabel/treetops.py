@@ -22,6 +22,7 @@ import shapely
 from rasterio import Affine
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
+from shapely.ops import polylabel
 
 from crownsam.common.errors import InputError
 from crownsam.common.raster import crs_string, open_raster, read_error
@@ -86,7 +87,7 @@ def pole(geom: shapely.Geometry, tolerance: float) -> tuple[float, float]:
     """The pole of inaccessibility of a polygon (its largest part for a multi-polygon)."""
     if geom.geom_type == "MultiPolygon":
         geom = max(geom.geoms, key=lambda g: g.area)
-    p = shapely.polylabel(geom, tolerance=tolerance)
+    p = polylabel(geom, tolerance=tolerance)
     return float(p.x), float(p.y)
 
 
@@ -129,7 +130,7 @@ def highest_chm_pixels(chm_path: str, gdf: gpd.GeoDataFrame, groups: Sequence[np
                 if not np.isfinite(cand.flat[k]):
                     continue
                 rr, cc = divmod(k, cand.shape[1])
-                out[i] = src.transform * (gc0 + cc + 0.5, gr0 + rr + 0.5)
+                out[i] = src.transform @ (gc0 + cc + 0.5, gr0 + rr + 0.5)
         if not same_crs(seg_crs, chm_crs):
             ok = np.isfinite(out).all(axis=1)
             out[ok] = _transform_xy(out[ok], chm_crs, seg_crs)
