@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import shapely
 
-
 MIN_AREA = 1e-6
 
 
