@@ -666,7 +666,9 @@ def option_names(argv: list[str]) -> set[str]:
     return {o for a in sub._actions for o in a.option_strings}
 
 
-@pytest.mark.parametrize("text", [t for t in DOCUMENTED if t.startswith("crownsam ")])
+@pytest.mark.parametrize(
+    "text", [pytest.param(t, id=t[:70]) for t in DOCUMENTED if t.startswith("crownsam ")]
+)
 def test_printed_options_exist(text: str) -> None:
     """Every ``--option`` a printed ``crownsam`` command shows is one its parser accepts."""
     for one in text.split(" | "):
@@ -736,7 +738,11 @@ def serve(folder: Path) -> Iterator[str]:
 
 @pytest.mark.parametrize(
     "text",
-    [pytest.param(t, marks=[pytest.mark.slow] if e.slow else []) for t, e in DOCUMENTED.items() if e.run],
+    [
+        pytest.param(t, marks=[pytest.mark.slow] if e.slow else [], id=t[:70])
+        for t, e in DOCUMENTED.items()
+        if e.run
+    ],
 )
 def test_printed_command_runs(text: str, ws: Workspace) -> None:
     entry = DOCUMENTED[text]
