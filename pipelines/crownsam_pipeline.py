@@ -44,7 +44,7 @@ def crownsam_pipeline(
     exclusive: bool = True,
     fallback: bool = True,
     fallback_min_area_ratio: float = 0.2,
-    fallback_max_area_ratio: float = 5.0,
+    fallback_max_area_ratio: float = 8.0,
     fallback_min_iou: float = 0.1,
     fallback_min_score: float = 0.5,
     chip: int = 1024,

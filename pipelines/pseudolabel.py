@@ -43,7 +43,7 @@ def pseudolabel_pipeline(
     exclusive: bool = True,
     fallback: bool = True,
     fallback_min_area_ratio: float = 0.2,
-    fallback_max_area_ratio: float = 5.0,
+    fallback_max_area_ratio: float = 8.0,
     fallback_min_iou: float = 0.1,
     fallback_min_score: float = 0.5,
 ) -> Dataset:

@@ -158,29 +158,24 @@ def pixels_of(geom: shapely.Geometry, region: Region, transform: Affine) -> np.n
     )
 
 
-def _groups(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
-    """Connected groups of labels linked by ``pairs`` (union-find), each sorted, in order of first member."""
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    members: dict[int, list[int]] = {}
-    for a, b in pairs:
-        for i in (a, b):
-            members.setdefault(find(i), [])
-    for i in range(n):
-        r = find(i)
-        if r in members:
-            members[r].append(i)
-    return [sorted(set(m)) for _, m in sorted(members.items())]
+def contested_regions(rects: list[Region]) -> list[Region]:
+    """Disjoint pixel rectangles covering ``rects``: rectangles that overlap are merged into their common
+    bounding box until none overlap (sorted, so the result does not depend on the input order)."""
+    boxes = sorted(set(rects))
+    changed = True
+    while changed:
+        changed = False
+        out: list[Region] = []
+        for b in boxes:
+            for k, o in enumerate(out):
+                if b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3]:
+                    out[k] = (min(b[0], o[0]), min(b[1], o[1]), max(b[2], o[2]), max(b[3], o[3]))
+                    changed = True
+                    break
+            else:
+                out.append(b)
+        boxes = sorted(out)
+    return boxes
 
 
 @dataclass
@@ -200,8 +195,10 @@ def resolve_across_windows(
     """Resolve pixels claimed by labels of different windows (rule in the module docstring).
 
     ``labels`` are pixel-aligned polygons in the raster's CRS with ``segment_id`` and ``window_row_off``/
-    ``window_col_off``; ``claims`` holds each label's :class:`Claim`. Labels are processed in
-    ``segment_id`` order within each group of labels linked by shared pixels.
+    ``window_col_off``; ``claims`` holds each label's :class:`Claim`. Contested pixels lie where labels of
+    different windows intersect; those places are covered by disjoint rectangles
+    (:func:`contested_regions`), and in each, every label there claims its pixels, in ``segment_id``
+    order. Memory follows the size of the contested places, not of the raster.
     """
     labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
     out = CrossWindowResult(labels=labels, dropped=[])
@@ -226,19 +223,20 @@ def resolve_across_windows(
         return out
     inv = ~transform
     lost: dict[int, list[tuple[Region, np.ndarray]]] = {}
-    pair_set = set(pairs)
-    for group in _groups(pairs, len(labels)):
-        inter = shapely.union_all(
-            [shapely.intersection(geoms[a], geoms[b]) for a in group for b in group if (a, b) in pair_set]
-        )
-        region = raster_box(inter, inv, width, height)
+    rects = [raster_box(shapely.intersection(geoms[a], geoms[b]), inv, width, height) for a, b in pairs]
+    tree = shapely.STRtree(geoms)
+    for region in contested_regions(rects):
         r0, c0, r1, c1 = region
+        x0, y0 = transform @ (c0, r0)
+        x1, y1 = transform @ (c1, r1)
+        near = sorted(
+            int(i) for i in tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+        )
         hw = (r1 - r0, c1 - c0)
-        claimed = [pixels_of(geoms[i], region, transform) for i in group]
-        values = [claims[int(labels[ID_COLUMN].iloc[i])].values(region) for i in group]
-        whole = (0, 0, hw[0], hw[1])
-        won = resolve_claims(claimed, values, [whole] * len(group), hw)
-        for i, c, w in zip(group, claimed, won, strict=True):
+        claimed = [pixels_of(geoms[i], region, transform) for i in near]
+        values = [claims[int(labels[ID_COLUMN].iloc[i])].values(region) for i in near]
+        won = resolve_claims(claimed, values, [(0, 0, hw[0], hw[1])] * len(near), hw)
+        for i, c, w in zip(near, claimed, won, strict=True):
             gone = c & ~w
             if gone.any():
                 lost.setdefault(i, []).append((region, gone))

@@ -53,7 +53,7 @@ class Sam2Params(Params):
 PROMPTS = ("box", "point", "box+point")
 # Fallback thresholds (README "Fallback to the coarse segment" justifies them).
 FALLBACK_MIN_AREA_RATIO = 0.2
-FALLBACK_MAX_AREA_RATIO = 5.0
+FALLBACK_MAX_AREA_RATIO = 8.0
 FALLBACK_MIN_IOU = 0.1
 FALLBACK_MIN_SCORE = 0.5
 

@@ -354,8 +354,8 @@ def test_ties_go_to_the_lower_segment_id(scene, truth, transform, crowns, tmp_pa
         (False, float("nan"), 1.0, 0.8, "low_score"),
         (False, 0.9, 0.19, 0.8, "small_area"),
         (False, 0.9, 0.2, 0.8, ""),
-        (False, 0.9, 5.01, 0.8, "large_area"),
-        (False, 0.9, 5.0, 0.8, ""),
+        (False, 0.9, 8.01, 0.8, "large_area"),
+        (False, 0.9, 8.0, 0.8, ""),
         (False, 0.9, 1.0, 0.09, "low_iou"),
         (False, 0.9, 1.0, 0.1, ""),
         (False, 0.1, 9.0, 0.0, "low_score"),  # the first failing check is the reason
