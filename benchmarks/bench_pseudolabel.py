@@ -7,10 +7,11 @@ SAM2's own ``predict`` with full-resolution masks) for a side-by-side ratio in t
 way costs one image embedding per segment, so it is timed on an evenly spaced sample of segments and
 extrapolated to all of them (stated in the output).
 
-In the same run, the same windows go through twice: the plain box run (no calibration, no exclusivity,
-no fallback) and the box run with negative prompt calibration (treetops from the CHM) and exclusive labels
-(within windows, and across windows at the end). Per window it prints both times and the seconds of the
-calibration and exclusivity stages, and the re-prompts.
+In the same run, each window goes through twice, one right after the other (so that other load on the
+machine hits both alike): the plain box run (no calibration, no exclusivity, no fallback), and the box run
+with negative prompt calibration (treetops from the CHM) and exclusive labels (within windows, and across
+windows at the end). Per window it prints both times, the seconds of the calibration and exclusivity
+stages, and the re-prompts.
 
 Untrained SAM2 by default: same compute as trained weights, meaningless masks. No label quality here;
 untrained masks overlap far more than trained ones, so calibration re-prompts nearly every segment (an
@@ -26,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
@@ -38,7 +40,16 @@ from crownsam.common.raster import read_rgb_window
 from crownsam.pseudolabel.api import PseudolabelRequest, prepare
 from crownsam.pseudolabel.masks import largest_component, mask_to_polygon
 from crownsam.pseudolabel.params import PseudolabelParams
-from crownsam.pseudolabel.run import pseudolabel_plan, resolve_run, window_boxes
+from crownsam.pseudolabel.resume import WindowResult
+from crownsam.pseudolabel.run import (
+    RunResult,
+    gather,
+    postprocess_window,
+    predict_window,
+    read_window,
+    resolve_run,
+    window_boxes,
+)
 from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model
 from crownsam.tiling.plan import pixel_geometries
 
@@ -114,20 +125,45 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Sam2BoxPredictor(net, name=a.model, untrained=not a.checkpoint)
     t_build = time.perf_counter() - t0
 
+    # Both settings window by window, alternately, so that load on the machine hits both alike.
     plain = PseudolabelParams(batch_size=a.batch_size, exclusive=False, fallback=False)
-    res = pseudolabel_plan(plan, segments, predictor, params=plain, progress=False)
-    wall, fwd = res.seconds_total, res.seconds_in_model
-    n_win, n_prompts = len(plan.windows), res.prompts
-
     full = plain.replace(negative_calibration=True, exclusive=True)
-    t0 = time.perf_counter()
-    res2 = resolve_run(pseudolabel_plan(plan, segments, predictor, params=full, progress=False), plan)
-    wall2 = time.perf_counter() - t0
-    st = res2.stage_seconds
-
-    # the naive way, on an evenly spaced sample of the same prompted segments
     transform = Affine(*plan.transform[:6])
     by_id = segments.set_index("segment_id", drop=False)
+    wall = wall2 = fwd = 0.0
+    n_prompts = 0
+    done: list[WindowResult] = []
+    with rasterio.open(ortho) as src:
+        for w in plan.windows:
+            for params, results in ((plain, None), (full, done)):
+                t0, f0 = time.perf_counter(), predictor.forward_seconds
+                inp = read_window(src, plan, w, by_id)
+                r = postprocess_window(
+                    inp, predict_window(predictor, inp, params), params, transform, a.model, not a.checkpoint
+                )
+                seconds = time.perf_counter() - t0
+                if results is None:
+                    wall, fwd, n_prompts = (
+                        wall + seconds,
+                        fwd + predictor.forward_seconds - f0,
+                        n_prompts + r.prompts,
+                    )
+                else:
+                    wall2 += seconds
+                    results.append(r)
+    run2 = gather(RunResult(labels=gpd.GeoDataFrame()), done, plan.crs)
+    t0 = time.perf_counter()
+    resolve_run(run2, plan)
+    wall2 += time.perf_counter() - t0
+    st: dict[str, float] = {}
+    for r in done:
+        for k, v in r.stage_seconds.items():
+            st[k] = st.get(k, 0.0) + v
+    st["exclusive"] = run2.stage_seconds.get("exclusive", 0.0) + st.get("exclusive", 0.0)
+    n_win = len(plan.windows)
+    res2 = run2
+
+    # the naive way, on an evenly spaced sample of the same prompted segments
     planned = [(w, sid) for w in plan.windows for sid in w.segment_ids]
     pick = np.linspace(0, len(planned) - 1, min(a.naive_sample, len(planned))).round().astype(int)
     pick = pick[: a.naive_sample]  # --naive-sample 0: no naive timing

@@ -383,6 +383,14 @@ def pseudolabel_plan(
             run.window_seconds.append(result.seconds)
             for k, v in result.stage_seconds.items():
                 run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
+    gather(run, results, plan.crs)
+    run.seconds_total = time.perf_counter() - t_start
+    run.seconds_in_model = predictor.forward_seconds - model_t0
+    return run
+
+
+def gather(run: RunResult, results: list[WindowResult], crs: str | None) -> RunResult:
+    """Add the windows' labels (sorted by ``segment_id``), claims, skips and counters to ``run``."""
     for r in results:
         run.skipped.extend(r.skipped)
         run.prompts += r.prompts
@@ -392,10 +400,8 @@ def pseudolabel_plan(
             run.claims[claim.segment_id] = claim
     rows = [row for r in results for row in r.rows]
     geoms = [g for r in results for g in r.geoms]
-    labels = gpd.GeoDataFrame(rows, columns=COLUMNS, geometry=geoms, crs=plan.crs or None)
+    labels = gpd.GeoDataFrame(rows, columns=COLUMNS, geometry=geoms, crs=crs or None)
     run.labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
-    run.seconds_total = time.perf_counter() - t_start
-    run.seconds_in_model = predictor.forward_seconds - model_t0
     return run
 
 
