@@ -91,8 +91,14 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def add_merge_parser(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("merge-labels", help="gather pseudolabel shard outputs into one GeoPackage + summary")
-    m.add_argument("--inputs", nargs="+", required=True, help="shard GeoPackages (summaries beside them)")
+    m = sub.add_parser(
+        "merge-labels",
+        help="gather pseudolabel shard outputs into one GeoPackage + summary; exclusive labels: resolve "
+        "pixels that labels of different windows both claim",
+    )
+    m.add_argument(
+        "--inputs", nargs="+", required=True, help="shard GeoPackages (summaries and claims beside them)"
+    )
     m.add_argument("--out", required=True, help="merged GeoPackage (path or gs://)")
     m.add_argument("--cache-dir", help="download cache for gs:// inputs")
     m.set_defaults(func=run_merge)
