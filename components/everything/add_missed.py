@@ -31,7 +31,7 @@ import pandas as pd
 import rasterio
 import shapely
 from pyproj import CRS
-from rasterio import features
+from rasterio import Affine, features
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -68,7 +68,7 @@ def _window(src: rasterio.io.DatasetReader, geom: shapely.Geometry) -> Window | 
     """The pixels covering the object's bounds, clipped to the raster (None: nothing left)."""
     x0, y0, x1, y1 = geom.bounds
     inv = ~src.transform
-    cols, rows = zip(*(inv * (x, y) for x in (x0, x1) for y in (y0, y1)), strict=True)
+    cols, rows = zip(*(inv @ (x, y) for x in (x0, x1) for y in (y0, y1)), strict=True)
     c0, r0 = max(0, int(np.floor(min(cols)))), max(0, int(np.floor(min(rows))))
     c1, r1 = min(src.width, int(np.ceil(max(cols)))), min(src.height, int(np.ceil(max(rows))))
     if c1 <= c0 or r1 <= r0:
@@ -78,7 +78,7 @@ def _window(src: rasterio.io.DatasetReader, geom: shapely.Geometry) -> Window | 
 
 def _inside(src: rasterio.io.DatasetReader, geom: shapely.Geometry, w: Window) -> np.ndarray:
     """Pixels of window ``w`` whose centre lies in ``geom``."""
-    t = src.window_transform(w)
+    t = src.transform @ Affine.translation(w.col_off, w.row_off)
     return features.geometry_mask([geom], out_shape=(int(w.height), int(w.width)), transform=t, invert=True)
 
 
@@ -223,7 +223,7 @@ def summarize(decision: Decision, params: AddMissedParams, chm: bool, labels: in
     counts = Counter(decision.reason)
     reasons = REASONS + (CHM_REASONS if chm else ())
     return {
-        "masks": len(decision.reason),
+        "objects": len(decision.reason),
         "added": counts.get("", 0),
         "labels_before": labels,
         "labels_after": labels + counts.get("", 0),
@@ -321,7 +321,7 @@ def add_missed_files(
         decision = judge(msk, lab, o, c, params)
     completed = completed_labels(lab, msk, decision, params)
     result = summarize(decision, params, chm_local is not None, len(lab))
-    result |= {"labels": labels, "masks": masks, "ortho": ortho, "chm": chm}
+    result |= {"inputs": {"labels": labels, "masks": masks, "ortho": ortho, "chm": chm}}
     if "untrained" in msk and bool(msk["untrained"].fillna(False).astype(bool).any()):
         from crownsam.pseudolabel.sam2_model import UNTRAINED_WARNING
 

@@ -63,7 +63,7 @@ class KnownAnswerPointModel:
         """Rasterise the objects that reach into the tile's read window (ids 1..n in frame order)."""
         r0, c0, r1, c1 = tile.read
         t = self._transform @ Affine.translation(c0, r0)
-        xs, ys = zip(t * (0, 0), t * (c1 - c0, r1 - r0), strict=True)
+        xs, ys = zip(t @ (0, 0), t @ (c1 - c0, r1 - r0), strict=True)
         near = self._index.query(shapely.box(min(xs), min(ys), max(xs), max(ys)))
         shapes = [(self._objects.geometry.values[i], int(i) + 1) for i in sorted(near)]
         ids = (
