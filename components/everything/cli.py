@@ -106,7 +106,7 @@ def run_add_missed(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
     )
     dropped = json.dumps({k: v for k, v in s["dropped"].items() if v})
-    print(f"crownsam: added {s['added']} of {s['objects']} objects as labels -> {args.out}; dropped {dropped}")
+    print(f"crownsam: added {s['added']} of {s['objects']} objects -> {args.out}; dropped {dropped}")
     return 0
 
 

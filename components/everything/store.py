@@ -70,9 +70,13 @@ def run_key(
 class TileStore(WindowStore):
     """Saved tiles under ``uri`` for the run ``key``, read one at a time (memory stays flat)."""
 
+    def part_uri(self, tile_key: str) -> str:
+        """Where the tile ``tile_key`` is saved."""
+        return self._part(tile_key)
+
     def get(self, tile_key: str) -> TileResult | None:
         """The saved tile, or None when absent, unreadable or from another run."""
-        uri = self._part(tile_key)
+        uri = self.part_uri(tile_key)
         if not storage.exists(uri):
             return None
         try:
@@ -111,7 +115,8 @@ def write_shard_folder(out: str, store: TileStore, keys: list[str], summary: dic
     payload = json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
     if storage.is_remote(out):
         for k in keys:
-            storage.write_bytes(storage.join(out, TILES_DIR, f"{k}.json"), storage.read_bytes(store._part(k)))
+            data = storage.read_bytes(store.part_uri(k))
+            storage.write_bytes(storage.join(out, TILES_DIR, f"{k}.json"), data)
         storage.write_bytes(storage.join(out, SHARD_SUMMARY), payload)
         return
     target = Path(out)
@@ -124,7 +129,7 @@ def write_shard_folder(out: str, store: TileStore, keys: list[str], summary: dic
     try:
         (tmp / TILES_DIR).mkdir()
         for k in keys:
-            (tmp / TILES_DIR / f"{k}.json").write_bytes(storage.read_bytes(store._part(k)))
+            (tmp / TILES_DIR / f"{k}.json").write_bytes(storage.read_bytes(store.part_uri(k)))
         (tmp / SHARD_SUMMARY).write_bytes(payload)
         if target.exists():
             old = target.with_name(f".{target.name}.old")

@@ -113,3 +113,26 @@ def test_shard_merge_and_add_missed_bodies_hand_every_parameter_on(tmp_path: Pat
     assert metrics.metadata["added"] == summary["added"]
     result = gpd.read_file(completed / "completed.gpkg")
     assert (result.loc[result["label_source"] != "amg", "label_source"] == "coarse").all()
+
+
+def test_the_three_components_wire_into_a_pipeline(tmp_path: Path) -> None:
+    """Shards fanned out, collected into the merge, then add-missed: the types fit and it compiles."""
+    from kfp import compiler, dsl
+
+    @dsl.pipeline(name="everything-wiring")
+    def wiring(ortho_uri: str, labels_uri: str, shards: int = 2):
+        labels = dsl.importer(artifact_uri=labels_uri, artifact_class=Dataset)
+        with dsl.ParallelFor(items=[0, 1]) as shard:
+            part = segment_everything_op(
+                ortho_uri=ortho_uri, ortho_fingerprint="", shard=shard, shards=shards
+            )
+        merged = merge_everything_op(parts=dsl.Collected(part.outputs["tiles"]))
+        add_missed_op(
+            ortho_uri=ortho_uri, ortho_fingerprint="", labels=labels.output, masks=merged.outputs["masks"]
+        )
+
+    out = tmp_path / "wiring.yaml"
+    compiler.Compiler().compile(wiring, str(out))
+    text = out.read_text()
+    assert "segment-everything-op" in text and "merge-everything-op" in text and "add-missed-op" in text
+    assert "amg_points_per_side" in text and "missed_min_ndvi" in text
