@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=defaults.passes)
     ap.add_argument("--points-per-side", type=int, default=defaults.points_per_side)
     ap.add_argument("--points-per-batch", type=int, default=defaults.points_per_batch)
+    ap.add_argument(
+        "--open-thresholds",
+        action="store_true",
+        help="quality thresholds 0 (start and floor): untrained masks then pass, so the acceptance, "
+        "vectorising and merge paths get work too",
+    )
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
 
@@ -68,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         points_per_side=a.points_per_side,
         points_per_batch=a.points_per_batch,
         model=a.model,
+        **(
+            {"pred_iou_start": 0.0, "pred_iou_floor": 0.0, "stability_start": 0.0, "stability_floor": 0.0}
+            if a.open_thresholds
+            else {}
+        ),
     )
     untrained = not a.checkpoint
     device = resolve_device(a.device)
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "params": f"tile {a.tile}, padding {a.padding}, passes {a.passes}, points {a.points_per_side}^2, "
-        f"batch {a.points_per_batch}",
+        f"batch {a.points_per_batch}" + (", thresholds 0" if a.open_thresholds else ""),
         "tiles": tiles,
         "passes_run": sum(passes),
         "points_prompted": s["points"],

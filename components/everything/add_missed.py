@@ -37,7 +37,7 @@ from rasterio.windows import Window
 
 from crownsam.common.errors import InputError
 from crownsam.common.raster import open_raster, read_error
-from crownsam.common.vector import ID_COLUMN, ReadReport, to_crs
+from crownsam.common.vector import ID_COLUMN, ReadReport, same_crs, to_crs
 from crownsam.everything.params import AMG_SOURCE, AddMissedParams
 
 log = logging.getLogger(__name__)
@@ -169,9 +169,7 @@ def judge(
     lg = lg[~(shapely.is_missing(lg) | shapely.is_empty(lg))]
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     shares = overlap_shares(np.where(empty, shapely.Polygon(), geoms), lg)
-    same = chm is None or (
-        masks.crs is not None and CRS.from_user_input(masks.crs).equals(CRS(chm.crs.to_wkt()))
-    )
+    same = chm is None or same_crs(CRS.from_user_input(masks.crs), CRS.from_user_input(chm.crs.to_wkt()))
 
     def to_chm(g: shapely.Geometry) -> shapely.Geometry:
         return g if same else gpd.GeoSeries([g], crs=masks.crs).to_crs(chm.crs.to_wkt()).values[0]

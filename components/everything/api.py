@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rasterio import Affine
 
@@ -26,6 +27,7 @@ from crownsam.everything.params import EverythingParams
 from crownsam.everything.passes import AmgGenerator, MaskGenerator
 from crownsam.everything.run import segment_tiles, tiles_block, write_merged
 from crownsam.everything.store import (
+    TileSource,
     TileStore,
     read_shard_summary,
     run_key,
@@ -199,7 +201,7 @@ def write_outputs(
     summary_uri: str,
     summary: dict,
     grid: TileGrid,
-    source,
+    source: TileSource,
     tiles: list[dict],
     cache_dir: str | None,
 ) -> dict:
@@ -294,7 +296,7 @@ def segment_everything_shard_artifact(
     shards: int,
     checkpoint: str,
     untrained: bool,
-    **params,
+    **params: Any,
 ) -> dict:
     """The KFP shard step: shard ``shard`` of ``shards`` into the folder ``out_dir``; finished tiles are kept
     under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task)."""
