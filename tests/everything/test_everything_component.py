@@ -119,7 +119,6 @@ def test_the_three_components_wire_into_a_pipeline(tmp_path: Path) -> None:
     """Shards fanned out, collected into the merge, then add-missed: the types fit and it compiles."""
     from kfp import compiler, dsl
 
-    @dsl.pipeline(name="everything-wiring")
     def wiring(ortho_uri: str, labels_uri: str, shards: int = 2):
         labels = dsl.importer(artifact_uri=labels_uri, artifact_class=Dataset)
         with dsl.ParallelFor(items=[0, 1]) as shard:
@@ -131,8 +130,10 @@ def test_the_three_components_wire_into_a_pipeline(tmp_path: Path) -> None:
             ortho_uri=ortho_uri, ortho_fingerprint="", labels=labels.output, masks=merged.outputs["masks"]
         )
 
+    # this module postpones annotations; KFP needs the real types
+    wiring.__annotations__ = {"ortho_uri": str, "labels_uri": str, "shards": int}
     out = tmp_path / "wiring.yaml"
-    compiler.Compiler().compile(wiring, str(out))
+    compiler.Compiler().compile(dsl.pipeline(name="everything-wiring")(wiring), str(out))
     text = out.read_text()
     assert "segment-everything-op" in text and "merge-everything-op" in text and "add-missed-op" in text
     assert "amg_points_per_side" in text and "missed_min_ndvi" in text
