@@ -295,6 +295,22 @@ def run_pseudolabel(ws: Workspace) -> None:
     assert len(labels) > 0 and labels["untrained"].all()
 
 
+def run_pseudolabel_options(ws: Workspace) -> None:
+    """The pseudolabel synopsis with its closed-canopy options (untrained SAM2, one window)."""
+    run_pseudolabel(ws)
+    out = ws.path("pseudo-options.gpkg")
+    crownsam(
+        "pseudolabel", "--ortho", ws.scene.ortho, "--segments", ws.scene.coarse, "--out", out,
+        "--min-ndvi", "0.3", "--red-band", "3", "--nir-band", "4", "--prompt", "box+point",
+        "--chm", ws.scene.chm, "--negative-calibration", "--fallback-min-area-ratio", "0.2",
+        "--fallback-max-area-ratio", "8", "--fallback-min-iou", "0.1", "--fallback-min-score", "0.5",
+        "--untrained", "--device", "cpu", "--no-progress",
+    )  # fmt: skip
+    summary = json.loads(ws.path("pseudo-options.summary.json").read_text())
+    assert summary["treetop_sources"] == {"chm": summary["segments_prompted"]}
+    assert summary["overlap_in_output"]["pairs"] == 0
+
+
 def run_evaluate(ws: Workspace) -> None:
     out = label_eval(ws)
     assert {"per_tree.csv", "metrics.json", "report.html"} <= {p.name for p in out.iterdir()}
@@ -549,8 +565,11 @@ DOCUMENTED: dict[str, Entry] = {
     "crownsam tile --ortho ORTHO.tif --segments COARSE.gpkg --out PLAN.json [--shards N]": Entry(run_tile),
     "crownsam pseudolabel --ortho ORTHO.tif --segments COARSE.gpkg --out PSEUDO.gpkg [--plan PLAN.json] "
     "[--shard I/N] [--model sam2.1_hiera_t|s|b+|l] [--checkpoint URI | --untrained] [--rgb-bands 3,2,1] "
-    "[--device auto|cpu|cuda] [--batch-size 16] [--resume-dir DIR] [--fix-geometries]": Entry(
-        run_pseudolabel
+    "[--device auto|cpu|cuda] [--batch-size 16] [--resume-dir DIR] [--fix-geometries] "
+    "[--min-ndvi X [--red-band N] [--nir-band N]] [--prompt box|point|box+point] [--chm CHM.tif] "
+    "[--negative-calibration] [--no-exclusive] [--no-fallback] [--fallback-min-area-ratio 0.2] "
+    "[--fallback-max-area-ratio 8] [--fallback-min-iou 0.1] [--fallback-min-score 0.5]": Entry(
+        run_pseudolabel_options, slow=True
     ),
     "crownsam merge-labels --inputs SHARD0.gpkg SHARD1.gpkg … --out PSEUDO.gpkg": Entry(run_pseudolabel),
     "crownsam evaluate --manual MANUAL.gpkg --labels coarse=COARSE.gpkg --labels pseudo=PSEUDO.gpkg "

@@ -247,6 +247,29 @@ ARRIVALS = [
         lambda v: Sam2Params.from_pipeline(**v),
     ),
     Arrival(
+        pseudolabel_op,
+        ("crownsam.pseudolabel.api", "pseudolabel_shard_artifact"),
+        lambda b: (b.arguments["params"], b.arguments["chm"]),
+        {
+            "min_ndvi": 0.3,
+            "red_band": 3,
+            "nir_band": 4,
+            "prompt": "box+point",
+            "negative_calibration": True,
+            "exclusive": False,
+            "fallback": False,
+            "fallback_min_area_ratio": 0.3,
+            "fallback_max_area_ratio": 3.0,
+            "fallback_min_iou": 0.25,
+            "fallback_min_score": 0.7,
+            "chm_uri": "gs://b/chm.tif",
+        },
+        lambda v: (
+            PseudolabelParams.from_pipeline(**{k: x for k, x in v.items() if k != "chm_uri"}),
+            "gs://b/chm.tif",
+        ),
+    ),
+    Arrival(
         export_coco_op,
         ("crownsam.coco.export", "export_coco"),
         lambda b: b.arguments["params"],
@@ -420,3 +443,32 @@ def test_a_component_that_drops_a_value_is_caught(tmp_path: Path, monkeypatch) -
         lambda v: P.from_pipeline(**v),
     )
     assert call_component(a, tmp_path, monkeypatch) != a.expected(a.values)
+
+
+# ------------------------------------------------------------------------------ pipeline wiring arrives
+
+
+def test_pseudolabel_settings_arrive_from_both_pipelines(tmp_path: Path) -> None:
+    """Every pseudolabel setting (and the CHM) is a parameter of the main pipeline and of the pseudolabel
+    sub-pipeline, and reaches the shard task under its own name; the main pipeline passes the flight's
+    CHM and its fingerprint. Read from the compiled IR, so a parameter taken but not passed on fails."""
+    import yaml
+    from kfp import compiler
+
+    names = [f.pipeline_name for f in PseudolabelParams.pipeline_fields()] + ["chm_uri", "chm_fingerprint"]
+    assert {"min_ndvi", "prompt", "negative_calibration", "exclusive", "fallback"} <= set(names)
+    out = tmp_path / "p.yaml"
+    compiler.Compiler().compile(crownsam_pipeline, str(out))
+    ir = yaml.safe_load(out.read_text())
+    main = ir["root"]["dag"]["tasks"]["crownsam-pseudolabel"]["inputs"]["parameters"]
+    shard = ir["components"]["comp-for-loop-1"]["dag"]["tasks"]["pseudolabel-op"]["inputs"]["parameters"]
+    for name in names:
+        if name != "chm_fingerprint":
+            assert main[name] == {"componentInputParameter": name}, name
+        assert shard[name] == {"componentInputParameter": f"pipelinechannel--{name}"}, name
+    fp = main["chm_fingerprint"]["taskOutputParameter"]["producerTask"]
+    fp_uri = ir["root"]["dag"]["tasks"][fp]["inputs"]["parameters"]["uri"]
+    assert fp_uri == {"componentInputParameter": "chm_uri"}
+    defaults = ir["root"]["inputDefinitions"]["parameters"]
+    for name, value in PseudolabelParams.pipeline_defaults().items():
+        assert defaults[name]["defaultValue"] == value, name
