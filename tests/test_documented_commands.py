@@ -454,6 +454,62 @@ def run_images_env_compile(ws: Workspace) -> None:
     assert "reg.example/crownsam-cpu:t1" in text and "reg.example/crownsam-gpu:t1" in text
 
 
+def everything(ws: Workspace) -> Path:
+    """Untrained SAM2's automatic masks, few points and passes (plumbing), one shard then the merge."""
+
+    def make() -> Path:
+        crownsam(
+            "segment-everything",
+            "--ortho",
+            ws.scene.ortho,
+            "--out",
+            ws.path("amg-shard0"),
+            "--shard",
+            "0/1",
+            "--untrained",
+            "--device",
+            "cpu",
+            "--points-per-side",
+            "4",
+            "--passes",
+            "2",
+            "--pred-iou-start",
+            "0",
+            "--pred-iou-floor",
+            "0",
+            "--stability-start",
+            "0",
+            "--stability-floor",
+            "0",
+            "--no-progress",
+        )
+        crownsam("merge-everything", "--inputs", ws.path("amg-shard0"), "--out", ws.path("masks.gpkg"))
+        return ws.path("masks.gpkg")
+
+    return ws.once("masks", make)  # type: ignore[return-value]
+
+
+def run_segment_everything(ws: Workspace) -> None:
+    assert gpd.read_file(everything(ws))["untrained"].all()
+
+
+def run_add_missed(ws: Workspace) -> None:
+    crownsam(
+        "add-missed",
+        "--labels",
+        pseudo(ws),
+        "--masks",
+        everything(ws),
+        "--ortho",
+        ws.scene.ortho,
+        "--out",
+        ws.path("completed.gpkg"),
+        "--chm",
+        ws.scene.chm,
+    )
+    assert len(gpd.read_file(ws.path("completed.gpkg"))) >= len(gpd.read_file(pseudo(ws)))
+
+
 def run_flights_scan(ws: Workspace, *extra: str) -> None:
     crownsam("flights", "scan", "--root", "gs://my-flights", *extra)
 
@@ -539,6 +595,15 @@ class Entry:
 
 
 DOCUMENTED: dict[str, Entry] = {
+    "crownsam segment-everything --ortho ORTHO.tif --out MASKS.gpkg [--tile 1024] [--padding 128] [--passes 4] [--model sam2.1_hiera_t|s|b+|l] [--checkpoint URI | --untrained] [--device auto|cpu|cuda] [--rgb-bands 3,2,1] [--points-per-side 32] [--points-per-batch 64] [--pred-iou-start 0.93] ... [--shard I/N] [--resume-dir DIR] [--summary JSON]": Entry(
+        run_segment_everything, slow=True
+    ),
+    "crownsam merge-everything --inputs SHARD_DIR0 SHARD_DIR1 ... --out MASKS.gpkg": Entry(
+        run_segment_everything, slow=True
+    ),
+    "crownsam add-missed --labels PSEUDO.gpkg --masks MASKS.gpkg --ortho ORTHO.tif --out COMPLETED.gpkg [--chm CHM.tif] [--min-ndvi 0.6] [--min-height 2] [--max-overlap 0.2] [--min-area 1] [--max-area 60] ...": Entry(
+        run_add_missed, slow=True
+    ),
     "make run": Entry(run_compile_run_submit, slow=True),  # `make run` is `crownsam run` on the demo flight
     "make test": Entry(covered_by=".ci/run on a clean clone"),
     "make lint": Entry(covered_by=".ci/run on a clean clone"),

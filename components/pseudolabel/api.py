@@ -162,7 +162,8 @@ def vegetation_filter(prep: Prepared, ortho: str, p: PseudolabelParams) -> dict:
             pix = pixel_geometries(by_id.loc[w.segment_ids], transform)
             for sid, v in zip(w.segment_ids, median_ndvi(src, pix, red, nir), strict=True):
                 values[int(sid)] = float(v)
-    low = {sid for sid, v in values.items() if v < p.min_ndvi}  # NaN (no valid pixel) is kept
+    threshold = p.min_ndvi if p.min_ndvi is not None else -np.inf
+    low = {sid for sid, v in values.items() if v < threshold}  # NaN (no valid pixel) is kept
     before = len(plan.windows)
     for w in plan.windows:
         w.segment_ids = [s for s in w.segment_ids if s not in low]

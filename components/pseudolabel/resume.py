@@ -66,7 +66,7 @@ def run_key(
         "batch_size": batch_size,
     }
     if settings:
-        ident["settings"] = settings
+        ident["settings"] = settings  # type: ignore[assignment]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -265,10 +265,10 @@ def postprocess_window(
     reassigned = 0
     if params.exclusive:
         order = sorted(range(n), key=lambda i: inp.segment_ids[i])
-        claims = [
-            seg_px[i] if source[i] == "coarse" else (lcc[i] if lcc[i] is not None else np.zeros_like(raw[i]))
-            for i in order
-        ]
+        claims: list[np.ndarray] = []
+        for i in order:
+            mask = seg_px[i] if source[i] == "coarse" else lcc[i]
+            claims.append(mask if mask is not None else np.zeros_like(raw[i]))
         values = [-np.inf if source[i] == "coarse" else logits[i] for i in order]
         won = resolve_claims(claims, values, [regions[i] for i in order], (w.height, w.width))
         for i, c, got in zip(order, claims, won, strict=True):

@@ -55,7 +55,9 @@ def ndvi_bands(info: RasterInfo, red: int | None, nir: int | None) -> tuple[int,
     return r, n
 
 
-def pixel_bounds(pix: Sequence[shapely.Geometry], width: int, height: int) -> tuple[int, int, int, int]:
+def pixel_bounds(
+    pix: Sequence[shapely.Geometry] | np.ndarray, width: int, height: int
+) -> tuple[int, int, int, int]:
     """``(r0, c0, r1, c1)``: whole pixels covering pixel-space geometries, clipped to the raster."""
     b = shapely.bounds(np.asarray(pix, dtype=object))
     c0 = int(np.clip(floor_px(np.nanmin(b[:, 0])), 0, width))
@@ -76,7 +78,7 @@ def inside_mask(geom: shapely.Geometry, shape: tuple[int, int], r0: int, c0: int
 
 
 def median_ndvi(
-    src: rasterio.io.DatasetReader, pix: Sequence[shapely.Geometry], red: int, nir: int
+    src: rasterio.io.DatasetReader, pix: Sequence[shapely.Geometry] | np.ndarray, red: int, nir: int
 ) -> np.ndarray:
     """Median NDVI of each pixel-space geometry in ``pix`` (NaN where no pixel counts), from one read
     of the red and NIR bands over the geometries' bounding box (see the module docstring)."""
