@@ -20,6 +20,7 @@ STEP_CLIS = (
     "crownsam.evaluation.cli",
     "crownsam.coco.cli",
     "crownsam.training.cli",
+    "crownsam.refine.cli",
     "crownsam.comparison.cli",
     "crownsam.flights.cli",
     "crownsam.pipelines.cli",
