@@ -26,7 +26,7 @@ import shapely
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import CrownsamError, InputError, mlflow_errors, vector_errors
-from crownsam.common.raster import RasterInfo, raster_info
+from crownsam.common.raster import RasterInfo, check_rgb_bands, raster_info
 from crownsam.common.vector import ReadReport, largest_polygon, to_crs
 from crownsam.everything.params import EverythingParams
 from crownsam.everything.passes import MaskGenerator
@@ -334,7 +334,7 @@ def sessrs_step(
         "t1": t1,
         "t2": t2,
         "max_objects": p.max_objects,
-        "objects": objects_summary,
+        "sam_objects": objects_summary,
         "untrained": objects_summary["untrained"],
     } | res.stats
     if tuned is not None:
@@ -364,7 +364,14 @@ def refine_crowns(
     summary: dict[str, Any] = {"method": p.method, "crowns_in": len(crowns), "settings": p.as_dict()}
     if not len(crowns):
         out = assemble(crowns, [], [], [], method=p.method, untrained=False)
-        summary |= {"crowns_out": 0, "note": "no predicted crowns: nothing to refine"}
+        summary |= {
+            "crowns_out": 0,
+            "untrained": False,
+            "refined_by": {},
+            "kept_by_reason": {},
+            "dropped": [],
+            "note": "no predicted crowns: nothing to refine",
+        }
         return out, summary
     if p.method == "box":
         out, detail = refine_boxes_step(crowns, ortho, setup, source, predictor)
@@ -412,6 +419,7 @@ def run_refine(
     cache = setup.cache_dir
     ortho = str(storage.fetch(req.ortho, cache, what="raster"))
     info = raster_info(ortho)
+    check_rgb_bands(info, setup.params.rgb_bands)
     crs = info.crs or ""
     local = str(storage.fetch(req.predictions, cache, what="predictions file", must_exist=False))
     crowns, report = read_predictions(local, req.predictions, crs, fix=setup.params.fix_geometries)
@@ -447,7 +455,7 @@ def run_refine(
         "crown_ids_assigned": report.ids_assigned,
         "sam2": setup.sam2.as_dict() if setup.needs_sam2 else None,
     }
-    if setup.params.tune:
+    if setup.params.tune and "tune" in summary.get("sessrs", {}):
         tuned = summary["sessrs"]["tune"]
         tuned["mlflow_run"] = record_tuning(tuned, req, local)
         summary["tune"] = {k: tuned[k] for k in ("t1", "t2", "jaccard_mean", "on", "mlflow_run")}

@@ -66,11 +66,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Rules: components/refine/README.md.",
     )
     r.add_argument("--ortho", required=True, help="orthophoto GeoTIFF (path or gs:// URI)")
-    r.add_argument("--predictions", required=True, help="predicted crowns, any OGR polygon file (path or gs://)")
+    r.add_argument(
+        "--predictions", required=True, help="predicted crowns, any OGR polygon file (path or gs://)"
+    )
     r.add_argument("--out", required=True, help="refined crowns GeoPackage (path or gs://)")
     add_options(r, RefineParams)
     r.add_argument(
-        "--masks", help="sessrs: SAM objects from `crownsam segment-everything` (default: made over the crowns)"
+        "--masks",
+        help="sessrs: SAM objects from `crownsam segment-everything` (default: made over the crowns)",
     )
     r.add_argument("--tune-truth", help="--tune: validation crowns (manual crowns, path or gs://)")
     r.add_argument("--tune-area", help="--tune: the area the validation crowns cover (default their extent)")
@@ -81,7 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     amg = r.add_argument_group("sessrs without --masks (SAM objects made over the crowns)")
     add_options(amg, EverythingParams, skip=("rgb_bands",))
     r.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
-    r.add_argument("--run-id", help="--tune: MLflow run to record the choice in (default: from predict's summary)")
+    r.add_argument(
+        "--run-id", help="--tune: MLflow run to record the choice in (default: from predict's summary)"
+    )
     r.add_argument("--tracking-uri", help="--tune: MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     r.add_argument("--cache-dir", help="checkpoint cache (default $CROWNSAM_CACHE or ~/.cache/crownsam)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -48,6 +48,8 @@ def degrade(truth: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             p = largest_polygon(shapely.make_valid(p))
             if p.is_empty or p.area < 0.01 * g.area:
                 continue
-            rows.append({"truth_id": int(tid), "kind": kind, "score": 0.5 + 0.4 * ((37 * k + 11 * j) % 100) / 100})
+            rows.append(
+                {"truth_id": int(tid), "kind": kind, "score": 0.5 + 0.4 * ((37 * k + 11 * j) % 100) / 100}
+            )
             geoms.append(p)
     return gpd.GeoDataFrame(rows, geometry=geoms, crs=truth.crs)

@@ -5,9 +5,10 @@ bounding box best matches the prompt box, rasterised on the window's grid; for S
 themselves as the SAM objects). Predictions: the true crowns of a synthetic scene degraded by the recipe of
 ``degrade.py`` (eroded, dilated, shifted, split). The check (:func:`passes`): refinement raises the mean
 Jaccard against the truth by at least :data:`MARGIN` and reaches :data:`FLOOR`, and the crowns that SAM
-replaced sit on their true crowns (median centroid distance below :data:`MAX_SHIFT_PX` pixel, over the crowns
-that were not split: box prompts cannot join the halves of a split crown, so those stay two instances). The tests
-below prove that a reversed threshold or a one-pixel georeferencing error makes the check fail.
+replaced sit on their true crowns (median centroid distance below :data:`MAX_SHIFT_PX` pixel, over the
+crowns that were not split: box prompts cannot join the halves of a split crown, so those stay two
+instances). The tests below prove that a reversed threshold or a one-pixel georeferencing error makes
+the check fail.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from crownsam.refine.api import RefineSetup, read_predictions, refine_crowns
 from crownsam.refine.params import RefineParams
 from crownsam.synthetic import generate_scene
 
-MARGIN = 0.25  # refined mean Jaccard - predicted mean Jaccard (measured on this scene: +0.38 box, +0.40 sessrs)
+MARGIN = (
+    0.25  # refined mean Jaccard - predicted mean Jaccard (measured on this scene: +0.38 box, +0.40 sessrs)
+)
 FLOOR = 0.90  # refined mean Jaccard (measured: 0.936 box, 0.958 sessrs; predictions 0.560)
 MAX_SHIFT_PX = 0.25  # median centroid distance of SAM-refined crowns to their true crowns, in pixels
 
@@ -69,7 +72,9 @@ def refine(case, method: str) -> gpd.GeoDataFrame:
     scene, truth, crowns, transform = case
     setup = RefineSetup(params=RefineParams(method=method, t1=0.5, t2=0.5), progress=False)
     if method == "box":
-        out, _ = refine_crowns(crowns, str(scene.ortho), setup, predictor=KnownAnswerPredictor(truth, transform))
+        out, _ = refine_crowns(
+            crowns, str(scene.ortho), setup, predictor=KnownAnswerPredictor(truth, transform)
+        )
     else:
         out, _ = refine_crowns(crowns, str(scene.ortho), setup, objects=truth)
     return out
@@ -116,7 +121,7 @@ def test_reversed_comparable_size_rule_fails_the_check(case, monkeypatch: pytest
 def test_reversed_fallback_threshold_fails_the_check(case, monkeypatch: pytest.MonkeyPatch) -> None:
     """Box method with the IoU fallback the wrong way round: every SAM2 mask is refused."""
 
-    def reversed_fallback(empty, score, ratio, iou, p):  # noqa: ANN001, ANN202
+    def reversed_fallback(empty: bool, score: float, ratio: float, iou: float, p) -> str:
         return "low_iou" if iou > p.fallback_min_iou else ""
 
     monkeypatch.setattr(pseudolabel_run, "fallback_reason", reversed_fallback)
@@ -124,7 +129,8 @@ def test_reversed_fallback_threshold_fails_the_check(case, monkeypatch: pytest.M
 
 
 def test_one_pixel_georeferencing_error_fails_the_check(case, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Box masks traced one pixel east (a georeferencing off-by-one) of where they are: the centroid part of the check fails."""
+    """Box masks traced one pixel east of where they are (a georeferencing off-by-one): the centroid part
+    of the check fails."""
     monkeypatch.setattr(
         pseudolabel_run, "mask_to_polygon", lambda m, t: mask_to_polygon(m, t @ Affine.translation(1, 0))
     )
