@@ -510,6 +510,25 @@ def run_add_missed(ws: Workspace) -> None:
     assert len(gpd.read_file(ws.path("completed.gpkg"))) >= len(gpd.read_file(pseudo(ws)))
 
 
+def run_refine(ws: Workspace) -> None:
+    """Both methods (untrained SAM2; the coarse segments stand in for predictions), then SESSRS tuned on the
+    manual crowns with the choice logged to an MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    base = ["refine", "--ortho", ws.scene.ortho, "--predictions", ws.scene.coarse, "--no-progress"]
+    crownsam(*base, "--out", ws.path("refined-box.gpkg"), "--method", "box", "--untrained", "--device", "cpu")
+    masks = ["--masks", everything(ws)]
+    crownsam(*base, "--out", ws.path("refined-sessrs.gpkg"), "--method", "sessrs", *masks, "--t1", "0.5")
+    uri = f"sqlite:///{ws.path('refine-mlflow.db')}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("refine"))
+    tune = ["--tune", "--tune-truth", ws.scene.manual, "--tune-area", ws.scene.test_area]
+    mlflow = ["--tracking-uri", uri, "--run-id", run.info.run_id]
+    crownsam(*base, "--out", ws.path("refined-tuned.gpkg"), "--method", "sessrs", *masks, *tune, *mlflow)
+    assert "refine_t1" in client.get_run(run.info.run_id).data.metrics
+    assert gpd.read_file(ws.path("refined-box.gpkg"))["untrained"].all()
+
+
 def run_flights_scan(ws: Workspace, *extra: str) -> None:
     crownsam("flights", "scan", "--root", "gs://my-flights", *extra)
 
@@ -603,6 +622,12 @@ DOCUMENTED: dict[str, Entry] = {
     ),
     "crownsam add-missed --labels PSEUDO.gpkg --masks MASKS.gpkg --ortho ORTHO.tif --out COMPLETED.gpkg [--chm CHM.tif] [--min-ndvi 0.6] [--min-height 2] [--max-overlap 0.2] [--min-area 1] [--max-area 60] ...": Entry(
         run_add_missed, slow=True
+    ),
+    "crownsam refine --ortho ORTHO.tif --predictions PRED.gpkg --out REFINED.gpkg --method box|sessrs [--masks MASKS.gpkg] [--t1 0.5] [--t2 0.5] [--checkpoint URI | --untrained] [--device auto|cpu|cuda]": Entry(
+        run_refine, slow=True
+    ),
+    "crownsam refine --ortho ORTHO.tif --predictions PRED.gpkg --out REFINED.gpkg --method sessrs --masks MASKS.gpkg --tune --tune-truth VAL_CROWNS.gpkg [--tune-area VAL_AREA.gpkg] [--t1-grid 0.3,0.4,...] [--t2-grid 0.5,0.55,...] [--tracking-uri URI --run-id RUN_ID]": Entry(
+        run_refine, slow=True
     ),
     "make run": Entry(run_compile_run_submit, slow=True),  # `make run` is `crownsam run` on the demo flight
     "make test": Entry(covered_by=".ci/run on a clean clone"),
