@@ -2,7 +2,8 @@
 
 fingerprints -> coarse segments (given, or from the CHM) -> tile -> pseudolabel shards (GPU, parallel)
 -> merge -> Jaccard evaluation of both label sets -> per label set: COCO export -> Mask R-CNN training
-(GPU) -> evaluation on the held-out test area -> comparison + MLflow registry (champion/challenger).
+(GPU) -> evaluation on the held-out test area (with ``refine`` box|sessrs: the predicted crowns also
+refined by SAM2 and evaluated beside them) -> comparison + MLflow registry (champion/challenger).
 
 Big rasters travel as URIs with a content fingerprint (so KFP's cache key follows the data); plans,
 labels, metrics, reports and models are artifacts.
@@ -61,6 +62,9 @@ def crownsam_pipeline(
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "crownsam",
     registered_model_name: str = "crownsam-maskrcnn",
+    refine: str = "none",
+    refine_t1: float = 0.5,
+    refine_t2: float = 0.5,
 ):
     fp = {}
     for name, uri in (("ortho", ortho_uri), ("coarse", coarse_uri), ("chm", chm_uri), ("manual", manual_uri)):
@@ -158,6 +162,13 @@ def crownsam_pipeline(
                 ortho_uri=ortho_uri,
                 ortho_fingerprint=fp["ortho"].output,
                 mlflow_tracking_uri=mlflow_tracking_uri,
+                refine=refine,
+                refine_t1=refine_t1,
+                refine_t2=refine_t2,
+                rgb_bands=rgb_bands,
+                sam2_model=sam2_model,
+                sam2_checkpoint=sam2_checkpoint,
+                untrained=untrained,
             ).set_display_name(f"evaluate model ({source})")
         ).outputs["results"]
     cpu_task(

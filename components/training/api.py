@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import shapely
@@ -24,6 +24,9 @@ from crownsam.common.vector import read_polygons, same_crs
 from crownsam.training import data as D
 from crownsam.training.config import InferenceParams
 from crownsam.training.predict import LAYER, check_bands, predict_ortho
+
+if TYPE_CHECKING:
+    from crownsam.refine.api import RefineSetup
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +146,19 @@ def evaluate_model(
     log_to_mlflow: bool = True,
     cache_dir: str | None = None,
     progress: bool = True,
+    refine: RefineSetup | None = None,
 ) -> dict[str, Any]:
     """COCO segm/bbox statistics of ``model`` on ``coco_dir``'s ``split`` chips (flat keys ``segm_AP``,
     ``bbox_AP50``, ...), plus, with ``manual`` crowns and ``ortho``, the Jaccard metrics of the crowns it
     predicts over ``area`` (``crownsam.evaluation``; label set name ``model``). Writes ``metrics.json``,
     ``predictions_<split>.png`` and (with manual crowns) ``predictions.gpkg`` and ``per_tree.csv`` into
-    ``out_dir``, and logs the metrics (prefixed ``eval_``) to the model's MLflow run when it has one."""
+    ``out_dir``, and logs the metrics (prefixed ``eval_``) to the model's MLflow run when it has one.
+
+    With ``refine`` (method ``box`` or ``sessrs``, and manual crowns), the predicted crowns are refined
+    (``crownsam.refine``) and evaluated beside the raw ones: label set ``refined`` in the Jaccard metrics
+    (``jaccard_mean/refined``, ``f1/refined``, the paired difference refined - model), COCO statistics of
+    the refined crowns on the chips prefixed ``refined_`` (where the chips carry their georeference), and
+    ``refined.gpkg`` + ``refine.summary.json`` in ``out_dir``."""
     from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
     from crownsam.training.tracking import load_model, log_metrics_to_run
 
@@ -167,6 +177,14 @@ def evaluate_model(
         raise CrownsamError(None, "--manual needs --ortho (the crowns are predicted over the orthophoto)")
     if (area or ortho) and not manual:
         raise CrownsamError(None, "--area/--ortho are for the Jaccard evaluation and need --manual")
+    refining = refine is not None and refine.params.method != "none"
+    if refining:
+        from crownsam.refine.api import check_setup
+
+        assert refine is not None
+        if not manual:
+            raise CrownsamError(None, "--refine refines the crowns predicted over --ortho: it needs --manual")
+        check_setup(refine)
     inf = inference or InferenceParams()
     manual_gdf = area_gdf = None
     if manual:
@@ -206,17 +224,34 @@ def evaluate_model(
             batch_size=inf.batch_size,
             progress=progress,
         )
+        sets = {"model": pred_gdf}
+        refined_summary: dict[str, Any] | None = None
+        if refining:
+            assert refine is not None
+            sets["refined"], refined_summary = refine_predictions(pred_gdf, ortho, refine)
         ev = evaluate_label_sets(
             manual_gdf,
-            {"model": pred_gdf},
+            sets,
             area_gdf,
-            sources={"manual": str(manual), "area": str(area), "model": "predicted crowns"},
+            sources={"manual": str(manual), "area": str(area), "model": "predicted crowns"}
+            | ({"refined": "refined crowns"} if refining else {}),
         )
         for note in ev.notes:
             log.warning(note)
         metrics |= {k: (v if math.isfinite(v) else None) for k, v in ev.metrics.items()}
         metrics["predicted_crowns"] = float(len(pred_gdf))
         extra_files = {"predictions.gpkg": pred_gdf, "per_tree.csv": ev.per_tree}
+        if refined_summary is not None:
+            from crownsam.refine.chips import chips_have_frames, crowns_coco_metrics
+
+            refined = sets["refined"]
+            metrics["refined_crowns"] = float(len(refined))
+            if chips_have_frames(gt):
+                coco_refined = crowns_coco_metrics(
+                    gt, refined.to_crs(gt["images"][0]["crownsam"]["crs"]), str(gt_path)
+                )
+                metrics |= {f"refined_{k}": v for k, v in coco_refined.items()}
+            extra_files |= {"refined.gpkg": refined, "refine.summary.json": refined_summary}
     result = {
         "model": loaded.source,
         "run_id": loaded.run_id,
@@ -228,7 +263,9 @@ def evaluate_model(
     with atomic_paths(*targets) as tmps:
         tmps[0].write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
         for tmp, (name, obj) in zip(tmps[1:], extra_files.items(), strict=True):
-            if name.endswith(".gpkg"):
+            if name.endswith(".json"):
+                tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            elif name.endswith(".gpkg"):
                 kw = {"geometry_type": "Polygon"} if len(obj) == 0 else {}
                 obj.to_file(tmp, layer=LAYER, driver="GPKG", **kw)
             else:
@@ -246,6 +283,17 @@ def evaluate_model(
         except mlflow_errors() as exc:  # the metrics are written; MLflow is a copy
             log.warning("could not log to MLflow run %s at %s: %s", loaded.run_id, turi, exc)
     return result
+
+
+def refine_predictions(
+    pred: gpd.GeoDataFrame, ortho: str, setup: RefineSetup
+) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
+    """The predicted crowns (raster CRS, ``segment_id`` and ``score``) refined by ``crownsam.refine``
+    (``crown_id`` = ``segment_id``), and the refinement's summary."""
+    from crownsam.refine.api import refine_crowns
+
+    crowns = pred.assign(crown_id=pred["segment_id"].to_numpy())
+    return refine_crowns(crowns, ortho, setup, source="predicted crowns")
 
 
 def _manual_extent(manual: gpd.GeoDataFrame, crs: str) -> shapely.Geometry:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from crownsam.common.cli_util import bands_arg
 from crownsam.common.params import add_options
+from crownsam.pseudolabel.params import Sam2Params
+from crownsam.refine.params import METHODS, RefineParams
 from crownsam.training.config import InferenceParams, TrainConfig
+
+if TYPE_CHECKING:
+    from crownsam.refine.api import RefineSetup
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +90,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
         log_to_mlflow=not args.no_mlflow,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        refine=refine_setup(args),
     )
     m = r["metrics"]
     keys = ["segm_AP", "segm_AP50", "segm_AP75", "bbox_AP", "segm_AR100"]
-    if "jaccard_mean/model" in m:
-        keys += ["jaccard_mean/model"]
+    keys += [k for k in ("refined_segm_AP", "jaccard_mean/model", "jaccard_mean/refined") if k in m]
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), float))
     where = f"; logged to MLflow run {r['logged_to_run']}" if r.get("logged_to_run") else ""
     print(f"crownsam: {r['split']} split: {shown} -> {args.out}/metrics.json{where}")
     return 0
+
+
+def refine_setup(args: argparse.Namespace) -> RefineSetup | None:
+    """``--refine`` and its options (SAM2 as ``--sam2-*``, on the inference ``--device``), or None."""
+    from crownsam.refine.api import RefineSetup
+
+    params = RefineParams.from_args(args)
+    if params.method == "none":
+        return None
+    sam2 = Sam2Params.from_args(args, prefix="sam2_", device=InferenceParams.from_args(args).device)
+    return RefineSetup(params=params, sam2=sam2, cache_dir=args.cache_dir, progress=not args.no_progress)
+
+
+def add_refine_options(p: argparse.ArgumentParser) -> None:
+    """``--refine none|box|sessrs``, ``--refine-t1``, ``--refine-t2``, ``--sam2-model``,
+    ``--sam2-checkpoint`` | ``--sam2-untrained`` (``crownsam.refine``)."""
+    g = p.add_argument_group("refinement of the predicted crowns (crownsam refine; needs --manual)")
+    method = RefineParams.field("method")
+    g.add_argument(
+        "--refine",
+        dest="method",
+        choices=METHODS,
+        default=argparse.SUPPRESS,
+        help=f"{method.spec.help} (default none)",
+    )
+    add_options(g, RefineParams, only=("t1", "t2"), flags={"t1": "--refine-t1", "t2": "--refine-t2"})
+    add_options(g, Sam2Params, only=("model",), prefix="sam2_", flags={"model": "--sam2-model"})
+    add_options(
+        g.add_mutually_exclusive_group(),
+        Sam2Params,
+        only=("checkpoint", "untrained"),
+        prefix="sam2_",
+        flags={"checkpoint": "--sam2-checkpoint", "untrained": "--sam2-untrained"},
+    )
 
 
 def _common_inference(p: argparse.ArgumentParser) -> None:
@@ -137,5 +177,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--area", help="test area for the Jaccard metrics")
     e.add_argument("--ortho", help="orthophoto to predict crowns over (with --manual)")
     e.add_argument("--no-mlflow", action="store_true", help="do not log the metrics to the model's run")
+    add_refine_options(e)
     _common_inference(e)
     e.set_defaults(func=run_evaluate)

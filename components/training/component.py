@@ -69,12 +69,34 @@ def evaluate_model_op(
     metrics: Output[Metrics],
     report: Output[HTML],
     mlflow_tracking_uri: str = "",
+    refine: str = "none",
+    refine_t1: float = 0.5,
+    refine_t2: float = 0.5,
+    rgb_bands: str = "3,2,1",
+    sam2_model: str = "sam2.1_hiera_t",
+    sam2_checkpoint: str = "",
+    untrained: bool = False,
 ):
-    """COCO segm/bbox AP on the test chips, and Jaccard of crowns predicted over the test area."""
+    """COCO segm/bbox AP on the test chips, and Jaccard of crowns predicted over the test area; with
+    ``refine`` (``box``/``sessrs``) the predicted crowns refined by SAM2 beside them. Parameters:
+    ``RefineParams`` and ``Sam2Params``."""
     from pathlib import Path
 
     from crownsam.common.metrics import finite_metrics
+    from crownsam.pseudolabel.params import Sam2Params
+    from crownsam.refine.api import RefineSetup
+    from crownsam.refine.params import RefineParams
     from crownsam.training.api import evaluate_model, model_report_html
+
+    setup = RefineSetup(
+        params=RefineParams.from_pipeline(
+            refine=refine, refine_t1=refine_t1, refine_t2=refine_t2, rgb_bands=rgb_bands
+        ),
+        sam2=Sam2Params.from_pipeline(
+            sam2_model=sam2_model, sam2_checkpoint=sam2_checkpoint, untrained=untrained
+        ),
+        progress=False,
+    )
 
     result = evaluate_model(
         model.path,
@@ -85,6 +107,7 @@ def evaluate_model_op(
         ortho=ortho_uri if manual_uri else None,
         tracking_uri=mlflow_tracking_uri or None,
         progress=False,
+        refine=setup,
     )
     for key, value in finite_metrics(result["metrics"]).items():
         metrics.log_metric(key.replace("/", "_"), value)

@@ -38,6 +38,7 @@ from crownsam.pipelines.pseudolabel import pseudolabel_pipeline
 from crownsam.pipelines.retrain import CLUSTER_TRACKING_URI, retrain_op, retraining_pipeline, scan_flights_op
 from crownsam.pseudolabel.component import merge_labels_op, pseudolabel_op
 from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
+from crownsam.refine.params import RefineParams
 from crownsam.tiling.component import tile_op
 from crownsam.tiling.params import TileParams
 from crownsam.training.component import evaluate_model_op, train_op
@@ -77,6 +78,7 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     EvaluateParams,
     EverythingParams,
     AddMissedParams,
+    RefineParams,
 )
 
 
@@ -333,6 +335,31 @@ ARRIVALS = [
         lambda b: b.arguments["tracking_uri"],
         {"mlflow_tracking_uri": "http://m:5000"},
         lambda v: "http://m:5000",
+    ),
+    Arrival(
+        evaluate_model_op,
+        ("crownsam.training.api", "evaluate_model"),
+        lambda b: (b.arguments["refine"].params, b.arguments["refine"].sam2),
+        {
+            "refine": "sessrs",
+            "refine_t1": 0.3,
+            "refine_t2": 0.8,
+            "rgb_bands": "1,2,3",
+            "sam2_model": "sam2.1_hiera_l",
+            "sam2_checkpoint": "gs://b/sam2.pt",
+            "untrained": False,
+        },
+        lambda v: (
+            RefineParams.from_pipeline(
+                refine=v["refine"],
+                refine_t1=v["refine_t1"],
+                refine_t2=v["refine_t2"],
+                rgb_bands=v["rgb_bands"],
+            ),
+            Sam2Params.from_pipeline(
+                sam2_model=v["sam2_model"], sam2_checkpoint=v["sam2_checkpoint"], untrained=v["untrained"]
+            ),
+        ),
     ),
     Arrival(
         compare_op,
