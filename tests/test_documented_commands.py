@@ -513,6 +513,10 @@ def run_add_missed(ws: Workspace) -> None:
 def run_refine(ws: Workspace) -> None:
     """Both methods (untrained SAM2; the coarse segments stand in for predictions), then SESSRS tuned on the
     manual crowns with the choice logged to an MLflow run."""
+    ws.once("refine", lambda: _refine_all(ws))
+
+
+def _refine_all(ws: Workspace) -> None:
     from mlflow.tracking import MlflowClient
 
     base = ["refine", "--ortho", ws.scene.ortho, "--predictions", ws.scene.coarse, "--no-progress"]

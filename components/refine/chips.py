@@ -46,8 +46,8 @@ def crowns_on_chips(gt: Mapping[str, Any], crowns: gpd.GeoDataFrame, source: str
     out: dict[int, dict] = {}
     for image in gt["images"]:
         t, w, h = chip_frame(image, source)
-        x0, y0 = t * (0, 0)
-        x1, y1 = t * (w, h)
+        x0, y0 = t @ (0, 0)
+        x1, y1 = t @ (w, h)
         near = sorted(
             int(i) for i in tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
         )
@@ -106,8 +106,8 @@ def split_crowns(gt: Mapping[str, Any], crs: str, source: str) -> tuple[gpd.GeoD
     )
     boxes = []
     for t, w, h in frames.values():
-        x0, y0 = t * (0, 0)
-        x1, y1 = t * (w, h)
+        x0, y0 = t @ (0, 0)
+        x1, y1 = t @ (w, h)
         boxes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     area = gpd.GeoDataFrame(geometry=[shapely.union_all(boxes)], crs=crs)
     return crowns, area

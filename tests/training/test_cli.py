@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import shapely
 from mlflow.tracking import MlflowClient
@@ -176,4 +177,56 @@ def test_evaluate_model_bad_input(capsys, tmp_path, trained):
     assert code == 2 and "--manual needs --ortho" in one_error_line(err)
     code, _, err = run_cli(capsys, *base, "--manual", str(tmp_path / "none.gpkg"), "--ortho", str(s.ortho))
     assert code == 2 and "manual crowns file not found" in one_error_line(err)
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_model_refines_the_predicted_crowns_beside_the_raw_ones(capsys, tmp_path, trained):
+    """--refine box with untrained SAM2 (plumbing: its numbers say nothing about refinement): the raw and
+    refined crowns are evaluated side by side, and the refined files are written."""
+    s = trained.synth
+    out = tmp_path / "eval"
+    code, _, err = run_cli(
+        capsys,
+        "evaluate-model",
+        "--model", str(trained.out),
+        "--coco", str(s.root),
+        "--out", str(out),
+        "--manual", str(s.manual),
+        "--area", str(s.area),
+        "--ortho", str(s.ortho),
+        "--window", "128",
+        "--overlap", "0",
+        "--score-threshold", "0.05",
+        "--refine", "box",
+        "--sam2-untrained",
+        "--device", "cpu",
+        "--no-mlflow",
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    for name in ("model", "refined"):
+        assert f"jaccard_mean/{name}" in m and f"f1/{name}" in m
+    assert "refined_segm_AP" in m and "refined_bbox_AP" in m
+    refined = gpd.read_file(out / "refined.gpkg")
+    predicted = gpd.read_file(out / "predictions.gpkg")
+    assert m["refined_crowns"] == len(refined) and m["predicted_crowns"] == len(predicted)
+    assert set(refined["segment_id"]) <= set(predicted["segment_id"])
+    summary = json.loads((out / "refine.summary.json").read_text())
+    assert summary["method"] == "box" and summary["untrained"] is True and refined["untrained"].all()
+    per_tree = pd.read_csv(out / "per_tree.csv")
+    assert set(per_tree["label_set"]) == {"model", "refined"}
+
+
+def test_evaluate_model_refine_bad_input(capsys, tmp_path, trained):
+    s = trained.synth
+    base = ["evaluate-model", "--model", str(trained.out), "--coco", str(s.root)]
+    base += ["--out", str(tmp_path / "e")]
+    code, _, err = run_cli(capsys, *base, "--refine", "box", "--sam2-untrained")
+    assert code == 2 and "--refine refines the crowns predicted over --ortho" in one_error_line(err)
+    with_manual = [*base, "--manual", str(s.manual), "--ortho", str(s.ortho)]
+    code, _, err = run_cli(capsys, *with_manual, "--refine", "box")
+    assert code == 2 and "no SAM2 checkpoint" in one_error_line(err)
+    code, _, err = run_cli(capsys, *with_manual, "--refine", "sessrs", "--refine-t1", "2")
+    assert code == 2 and "must be in [0, 1], got 2" in one_error_line(err)
     assert not (tmp_path / "e").exists()
