@@ -46,8 +46,49 @@ class Comparison:
         out = {k: v for k, v in self.label_metrics.items() if _finite(v)}
         for m in self.models:
             out |= {f"{k}/{m.source}": v for k, v in m.metrics.items() if k in MODEL_KEYS and _finite(v)}
+            out |= {
+                f"crowns_{k.replace('/', '_')}/{m.source}": v
+                for k, v in m.metrics.items()
+                if k and k in REFINED_COLUMNS.values() and k not in MODEL_KEYS and _finite(v)
+            }
         out |= {f"model_{k}": v for k, v in self.model_paired.items() if _finite(v)}
         return out
+
+
+# Raw vs refined predicted crowns (``evaluate-model --refine`` / pipeline parameter ``refine``): column
+# title -> metrics.json key.
+REFINED_COLUMNS = {
+    "mean J raw": "jaccard_mean/model",
+    "mean J refined": "jaccard_mean/refined",
+    "J refined - raw": "paired_diff_mean/refined-model",
+    "95 % CI": "",
+    "F1 raw": "f1/model",
+    "F1 refined": "f1/refined",
+    "segm AP raw": "segm_AP",
+    "segm AP refined": "refined_segm_AP",
+}
+
+
+def refined_rows(c: Comparison) -> list[tuple[str, list[str]]]:
+    """Per model whose evaluation refined its crowns: the cells of :data:`REFINED_COLUMNS` (raw and
+    refined side by side; ``-`` where a number is missing, e.g. AP without georeferenced chips)."""
+    rows = []
+    for mod in c.models:
+        m = mod.metrics
+        if "jaccard_mean/refined" not in m:
+            continue
+        cells = []
+        for title, key in REFINED_COLUMNS.items():
+            if title == "95 % CI":
+                lo, hi = m.get("paired_diff_ci_low/refined-model"), m.get("paired_diff_ci_high/refined-model")
+                cells.append(f"{lo:+.3f} to {hi:+.3f}" if _finite(lo) and _finite(hi) else "-")
+            else:
+                v = m.get(key)
+                cells.append(
+                    (f"{v:+.3f}" if title.startswith("J refined") else f"{v:.3f}") if _finite(v) else "-"
+                )
+        rows.append((mod.source, cells))
+    return rows
 
 
 def _finite(v: object) -> TypeGuard[float]:
@@ -147,4 +188,10 @@ def markdown(c: Comparison) -> str:
     for mod in c.models:
         vals = " | ".join(f"{mod.metrics.get(k, math.nan):.3f}" for k in MODEL_KEYS)
         lines.append(f"| {mod.source} | {vals} | {mod.run_id or '-'} |")
+    refined = refined_rows(c)
+    if refined:
+        lines += ["", "## Predicted crowns, raw and refined by SAM2 (held-out test area)", ""]
+        lines.append("| trained on | " + " | ".join(REFINED_COLUMNS) + " |")
+        lines.append("|---" * (len(REFINED_COLUMNS) + 1) + "|")
+        lines += [f"| {src} | " + " | ".join(cells) + " |" for src, cells in refined]
     return "\n".join(lines) + "\n"

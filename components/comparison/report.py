@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from crownsam.comparison.compare import MODEL_KEYS, Comparison, verdicts
+from crownsam.comparison.compare import MODEL_KEYS, REFINED_COLUMNS, Comparison, refined_rows, verdicts
 from crownsam.evaluation.report import CSS, SET_COLORS, png_data_uri
 
 
@@ -68,6 +68,22 @@ def _model_table(c: Comparison) -> str:
     return f"<table><tr><th>trained on</th>{head}<th>MLflow run</th></tr>{''.join(rows)}</table>"
 
 
+def _refined_table(c: Comparison) -> str:
+    """Raw and refined predicted crowns side by side ("" when no model evaluation refined them)."""
+    rows = refined_rows(c)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in REFINED_COLUMNS)
+    body = "".join(
+        f"<tr><td>{html.escape(src)}</td>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells) + "</tr>"
+        for src, cells in rows
+    )
+    return (
+        "<section><h2>Predicted crowns, raw and refined by SAM2</h2>"
+        f"<table><tr><th>trained on</th>{head}</tr>{body}</table></section>"
+    )
+
+
 def _labels_table(c: Comparison) -> str:
     rows = []
     for s in c.label_sets:
@@ -106,5 +122,6 @@ def build_html(c: Comparison, title: str = "crownsam comparison") -> str:
     parts.append(f'<p><img alt="labels" src="{_uri(labels_figure(c))}"></p></section>')
     parts.append("<section><h2>Models</h2>" + _model_table(c))
     parts.append(f'<p><img alt="models" src="{_uri(models_figure(c))}"></p></section>')
+    parts.append(_refined_table(c))
     parts.append("</main></body></html>")
     return "\n".join(parts)
