@@ -77,3 +77,34 @@ def test_tune_logs_the_choice_to_the_models_mlflow_run(scene, tmp_path: Path) ->
     assert metrics["refine_tune_jaccard"] == pytest.approx(s["tune"]["jaccard_mean"])
     arts = [a.path for a in client.list_artifacts(run.info.run_id, "refine")]
     assert arts == ["refine/refine_tune.json"]
+
+
+def test_tune_on_coco_val_labels(scene, tmp_path: Path) -> None:
+    """--tune-coco: the val split of an export of the true crowns, traced back to polygons, validates."""
+    from crownsam.refine.chips import split_crowns
+    from crownsam.training.data import load_coco
+
+    d, sc, truth = scene
+    coco = tmp_path / "coco"
+    export = ["export-coco", "--ortho", str(sc.ortho), "--labels", str(sc.truth), "--out", str(coco)]
+    assert (
+        cli.main([*export, "--chip", "256", "--overlap", "0", "--val-block", "1", "--val-fraction", "0.3"])
+        == 0
+    )
+    val, area = split_crowns(load_coco(coco / "val.json"), str(truth.crs), "val.json")
+    # crowns wholly inside the val chips come back as they were, to within a pixel's width along the edge
+    region = area.geometry.iloc[0]
+    by_id = truth.set_index("tree_id").geometry
+    inside = [(i, g) for i, g in zip(val["tree_id"], val.geometry, strict=True) if by_id[i].within(region)]
+    assert inside
+    for i, g in inside:
+        t = by_id[i]
+        assert g.intersection(t).area / g.union(t).area > 0.9
+    out = tmp_path / "refined.gpkg"
+    argv = tune_argv(d, sc, out)
+    argv[argv.index("--tune-truth") : argv.index("--tune-truth") + 2] = ["--tune-coco", str(coco)]
+    assert cli.main(argv) == 0
+    s = json.loads((tmp_path / "refined.summary.json").read_text())
+    assert s["tune"]["on"].startswith("COCO val labels")
+    assert s["sessrs"]["tune"]["validation_crowns"] == len(val)
+    assert s["tune"]["jaccard_mean"] > s["sessrs"]["tune"]["prediction_jaccard_mean"]
