@@ -399,7 +399,8 @@ def refine_crowns(
     }
     if summary["untrained"]:
         summary["WARNING"] = UNTRAINED_WARNING
-        log.warning(UNTRAINED_WARNING)
+        if predictor is not None or generator is not None or not setup.needs_sam2:
+            log.warning(UNTRAINED_WARNING)  # else building untrained SAM2 said so already
     return out, summary
 
 
