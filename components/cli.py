@@ -17,6 +17,7 @@ STEP_CLIS = (
     "crownsam.tiling.cli",
     "crownsam.pseudolabel.cli",
     "crownsam.evaluation.cli",
+    "crownsam.classes.cli",
     "crownsam.coco.cli",
     "crownsam.training.cli",
     "crownsam.comparison.cli",

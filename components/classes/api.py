@@ -1,0 +1,478 @@
+"""``pseudo_classes``: crowns in, the same crowns with a pseudo-class out (plus centres JSON and report).
+
+Inputs may be local paths or ``gs://`` URIs; every input is checked before SAM2 is loaded or any pixel is
+read for features. Outputs (``OUT``, ``OUT.centres.json``, ``OUT.report.html``) are written under
+temporary names and renamed together, so a failure leaves none of them half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from crownsam.classes.bands import band_roles, check_roles, describe_roles
+from crownsam.classes.cluster import ClassModel, Fit, assign, cluster, fit_scaling
+from crownsam.classes.features import CrownFeatures, compute_features, group_crowns, spectral_spec
+from crownsam.common import storage
+from crownsam.common.atomic import atomic_paths
+from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.params import Params, param
+from crownsam.common.raster import check_rgb_bands, compute_stretch, open_raster, raster_info
+from crownsam.common.vector import ReadReport, read_polygons, to_crs
+from crownsam.tiling.plan import pixel_geometries
+
+log = logging.getLogger(__name__)
+
+LAYER = "pseudo_classes"
+FEATURES = ("spectral", "sam2", "both")
+# Options that define the feature vector: fixed by a centres file when one is given.
+FEATURE_FIELDS = (
+    "k",
+    "k_range",
+    "features",
+    "indices",
+    "percentiles",
+    "texture_px",
+    "min_pixels",
+    "model",
+    "rgb_bands",
+)
+UNCLASSED = -1
+K_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class ClassesParams(Params):
+    """Parameters of ``crownsam pseudo-classes`` (README: components/classes/README.md)."""
+
+    k: int | None = param(
+        None, "number of classes (default: chosen by silhouette over --k-range)", ge=2, unset=0, metavar="K"
+    )
+    k_range: str = param("2..8", "numbers of classes to try when --k is not given", metavar="LO..HI")
+    features: str = param(
+        "spectral", "what to cluster: spectral features, the SAM2 embedding, or both", choices=FEATURES
+    )
+    band_names: tuple[str, ...] | None = param(
+        None,
+        "band roles in band order, e.g. blue,green,red,nir,red_edge,thermal ('-' for none; default: the "
+        "raster's band descriptions)",
+        unset="",
+        metavar="NAMES",
+    )
+    indices: tuple[str, ...] = param(
+        ("ndvi", "ndre", "gndvi", "gcc"), "vegetation indices (ndvi, ndre, gndvi, gcc)", metavar="LIST"
+    )
+    percentiles: tuple[float, ...] = param(
+        (10.0, 90.0), "per-band percentiles besides the mean", metavar="P,P"
+    )
+    texture_px: int = param(5, "side of the local window of the texture measure, px", ge=3, le=101)
+    min_pixels: int = param(16, "crowns with fewer valid pixels get no class (-1)", ge=1)
+    seed: int = param(0, "seed of MiniBatchKMeans and of the silhouette sample", ge=0)
+    n_init: int = param(5, "k-means++ initialisations per K (the lowest inertia wins)", ge=1)
+    batch_size: int = param(1024, "MiniBatchKMeans batch size", ge=1)
+    silhouette_sample: int = param(5000, "crowns drawn for the silhouette score", ge=10)
+    model: str = param(
+        "sam2.1_hiera_t", "SAM2 model for --features sam2|both", pipeline="sam2_model", metavar="NAME"
+    )
+    checkpoint: str | None = param(
+        None,
+        "SAM2 weights: local path, gs:// or https:// (cached)",
+        unset="",
+        pipeline="sam2_checkpoint",
+        metavar="URI",
+    )
+    untrained: bool = param(False, "random SAM2 weights: plumbing and speed only")
+    rgb_bands: tuple[int, ...] = param((3, 2, 1), "1-based bands SAM2 sees as RGB", metavar="R,G,B")
+    device: str = param("auto", "auto|cpu|cuda for SAM2")
+
+    def check(self) -> None:
+        k_bounds(self.k_range)
+        for name in self.indices:
+            from crownsam.classes.bands import INDICES
+
+            if name not in INDICES:
+                raise CrownsamError(
+                    None, f"--indices: unknown index {name!r}; choose from {', '.join(INDICES)}"
+                )
+        if len(set(self.indices)) != len(self.indices):
+            raise CrownsamError(None, "--indices: an index is named twice")
+        if any(not 0 < p < 100 for p in self.percentiles):
+            raise CrownsamError(None, "--percentiles: each must lie strictly between 0 and 100")
+        if len(self.rgb_bands) != 3:
+            raise CrownsamError(None, f"--rgb-bands: need exactly 3 band indices, got {len(self.rgb_bands)}")
+        if self.checkpoint and self.untrained:
+            raise CrownsamError(None, "--checkpoint and --untrained exclude each other")
+        if self.uses_sam2 and not self.checkpoint and not self.untrained:
+            raise CrownsamError(
+                None,
+                f"--features {self.features} needs SAM2: pass --checkpoint URI (path, gs://, https://) or "
+                "--untrained",
+            )
+
+    @property
+    def uses_sam2(self) -> bool:
+        return self.features in ("sam2", "both")
+
+    def ks(self) -> list[int]:
+        """The numbers of classes to fit: [k], or the range."""
+        if self.k is not None:
+            return [self.k]
+        lo, hi = k_bounds(self.k_range)
+        return list(range(lo, hi + 1))
+
+
+def k_bounds(text: str) -> tuple[int, int]:
+    """``"2..8"`` -> (2, 8); CrownsamError unless ``2 <= LO <= HI``."""
+    m = K_RANGE.match(str(text))
+    if not m:
+        raise CrownsamError(None, f"--k-range: {text!r} must look like LO..HI, e.g. 2..8")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if lo < 2 or hi < lo:
+        raise CrownsamError(None, f"--k-range: {text!r} needs 2 <= LO <= HI")
+    return lo, hi
+
+
+def output_paths(out: str) -> tuple[str, str]:
+    """(centres JSON, report HTML) beside the output GeoPackage: ``X.gpkg`` -> ``X.centres.json``,
+    ``X.report.html``."""
+    stem = str(out)[: -len(".gpkg")] if str(out).lower().endswith(".gpkg") else str(out)
+    return stem + ".centres.json", stem + ".report.html"
+
+
+def _untrained_banner(untrained: bool) -> str | None:
+    if not untrained:
+        return None
+    from crownsam.pseudolabel.sam2_model import UNTRAINED_WARNING
+
+    return UNTRAINED_WARNING.replace("Masks are", "Its embeddings, and these classes, are")
+
+
+@dataclass
+class _Inputs:
+    ortho: str  # local path
+    frame: gpd.GeoDataFrame  # the input crowns, as read (input CRS, every column)
+    pix: np.ndarray  # crown geometries in the raster's pixel coordinates
+    roles: dict[str, int]
+    params: ClassesParams
+    model: ClassModel | None
+
+
+def _prepare(
+    ortho: str, labels: str, out: str, params: ClassesParams, centres: str | None, cache_dir: str | None
+) -> _Inputs:
+    """Check every input (no pixels read but the header, no model loaded)."""
+    if not str(out).lower().endswith(".gpkg"):
+        raise InputError(out, "output must be a GeoPackage (.gpkg)")
+    model = None
+    if centres:
+        model = ClassModel.load(storage.fetch(centres, cache_dir, what="centres file"), centres)
+        params = params.replace(
+            k=model.k,
+            features=model.features,
+            indices=tuple(model.spectral["indices"]),
+            percentiles=tuple(model.spectral["percentiles"]),
+            texture_px=int(model.spectral["texture_px"]),
+            min_pixels=model.min_pixels,
+            **(
+                {"model": model.sam2["model"], "rgb_bands": tuple(model.sam2["rgb_bands"])}
+                if model.sam2
+                else {}
+            ),
+        )
+    local = str(storage.fetch(ortho, cache_dir, what="raster"))
+    info = dataclasses.replace(raster_info(local), path=ortho)
+    roles = band_roles(ortho, info.descriptions, params.band_names)
+    check_roles(ortho, roles, params.indices, explicit=params.band_names is not None)
+    if params.uses_sam2:
+        check_rgb_bands(info, params.rgb_bands)
+    if model is not None:
+        wanted = {r for r, _ in model.spectral["roles"]}
+        if wanted != set(roles):
+            raise InputError(
+                centres,
+                f"centres were fitted on bands {', '.join(sorted(wanted))}; {ortho} gives "
+                f"{describe_roles(roles)} (set --band-names)",
+            )
+    frame = read_polygons(storage.fetch(labels, cache_dir, what="crowns file"), "crowns")
+    frame = frame.reset_index(drop=True)
+    report = ReadReport()
+    in_raster_crs = to_crs(frame, info.crs or "", labels, report)
+    for note in report.notes:
+        log.warning(note)
+    pix = pixel_geometries(in_raster_crs, info.affine)
+    return _Inputs(local, frame, pix, roles, params, model)
+
+
+def _check_k(ks: list[int], n: int, source: str, what: str, params: ClassesParams) -> None:
+    """K must not exceed the crowns that can be classified (a K range: silhouette needs K < n)."""
+    if params.k is not None and params.k > n:
+        raise InputError(source, f"--k {params.k} is larger than the number of crowns {what} ({n})")
+    if params.k is None and max(ks) >= n:
+        raise InputError(
+            source,
+            f"--k-range {params.k_range} needs more than {max(ks)} crowns, found {n} {what}; "
+            "lower the range or give --k",
+        )
+
+
+def _sam2_encoder(params: ClassesParams, cache_dir: str | None) -> Any:
+    from crownsam.classes.embedding import Sam2WindowEncoder
+    from crownsam.pseudolabel.sam2_model import build_sam2_model, resolve_device
+
+    device = resolve_device(params.device)
+    net = build_sam2_model(
+        params.model, params.checkpoint, untrained=params.untrained, device=device, cache_dir=cache_dir
+    )
+    return Sam2WindowEncoder(net, name=params.model, untrained=params.untrained)
+
+
+def _matrix(feats: CrownFeatures, params: ClassesParams, spec_groups: list) -> tuple[np.ndarray, list, list]:
+    """Rows of the clustered crowns: the chosen feature blocks side by side, their names and groups."""
+    blocks, names, groups = [], [], []
+    if params.features in ("spectral", "both"):
+        blocks.append(feats.spectral)
+        names += feats.names
+        groups += spec_groups
+    if params.features in ("sam2", "both"):
+        assert feats.embedding is not None
+        blocks.append(feats.embedding.astype(np.float64))
+        c = feats.embedding.shape[1]
+        names += [f"sam2_{i:03d}" for i in range(c)]
+        groups += [("sam2", "embedding")] * c
+    return np.hstack(blocks), names, groups
+
+
+def pseudo_classes(
+    ortho: str,
+    labels: str,
+    out: str,
+    params: ClassesParams | None = None,
+    *,
+    centres: str | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Classify every crown of ``labels`` on ``ortho``; write ``out`` (every input column plus
+    ``pseudo_class``, ``class_distance``, ``class_skipped``, ``class_pixels`` and ``f_<feature>``), the
+    centres JSON (fit only) and the HTML report beside it; return the summary.
+
+    With ``centres`` (a centres JSON of an earlier fit) crowns are assigned to those centres with that
+    fit's scaling and feature options; nothing is refitted.
+    """
+    t0 = time.perf_counter()
+    params = params or ClassesParams()
+    inp = _prepare(ortho, labels, out, params, centres, cache_dir)
+    params = inp.params
+    spec = spectral_spec(inp.roles, params.indices, params.percentiles, params.texture_px)
+    with open_raster(inp.ortho) as src:
+        _, reason = group_crowns(inp.pix, src.width, src.height, with_window=False)
+    n_grouped = int((reason == "").sum())
+    ks = params.ks()
+    if inp.model is None:
+        _check_k(ks, n_grouped, labels, "inside the raster", params)
+
+    encoder, stretch = None, None
+    if params.uses_sam2:
+        stretch = compute_stretch(inp.ortho, params.rgb_bands)
+        encoder = _sam2_encoder(params, cache_dir)
+    with open_raster(inp.ortho) as src:
+        feats = compute_features(
+            src,
+            inp.pix,
+            spec,
+            min_pixels=params.min_pixels,
+            encoder=encoder,
+            rgb_bands=tuple(params.rgb_bands),  # type: ignore[arg-type]
+            stretch=stretch,
+        )
+    ok = feats.reason == ""
+    n_ok = int(ok.sum())
+    skipped = dict(sorted(pd.Series(feats.reason[~ok]).value_counts().items())) if n_ok < len(ok) else {}
+    x, names, col_groups = _matrix(feats, params, spec.groups())
+
+    if inp.model is None:
+        _check_k(ks, n_ok, labels, f"with at least {params.min_pixels} valid pixels", params)
+        scaling = fit_scaling(x[ok], col_groups)
+        fit = cluster(
+            scaling.apply(x[ok]),
+            ks,
+            seed=params.seed,
+            n_init=params.n_init,
+            batch_size=params.batch_size,
+            silhouette_sample=params.silhouette_sample,
+        )
+        model = ClassModel(
+            k=fit.k,
+            features=params.features,
+            names=names,
+            mean=scaling.mean.tolist(),
+            scale=scaling.scale.tolist(),
+            centres=fit.centres.tolist(),
+            spectral={
+                "roles": [list(r) for r in spec.roles],
+                "indices": list(spec.indices),
+                "percentiles": list(spec.percentiles),
+                "texture_px": spec.texture_px,
+            },
+            sam2=(
+                {
+                    "model": params.model,
+                    "checkpoint": params.checkpoint,
+                    "untrained": params.untrained,
+                    "rgb_bands": list(params.rgb_bands),
+                }
+                if params.uses_sam2
+                else None
+            ),
+            min_pixels=params.min_pixels,
+            seed=params.seed,
+            silhouette={str(k): v for k, v in fit.silhouette.items()},
+            counts=np.bincount(fit.labels, minlength=fit.k).tolist(),
+        )
+    else:
+        model = inp.model
+        if names != model.names:
+            raise InputError(
+                centres, f"centres were fitted on {len(model.names)} features that {ortho} does not give"
+            )
+        _check_sam2_source(model, params, centres)
+        if n_ok == 0:
+            raise InputError(labels, "no crown has enough valid pixels to be assigned")
+        labels_, dist = assign(model.scaling.apply(x[ok]), model.centre_array)
+        fit = Fit(
+            model.k, model.centre_array, labels_, dist, {int(k): v for k, v in model.silhouette.items()}
+        )
+
+    klass = np.full(len(ok), UNCLASSED, dtype=np.int64)
+    distance = np.full(len(ok), np.nan)
+    klass[ok], distance[ok] = fit.labels, fit.distance
+    untrained = bool(params.uses_sam2 and params.untrained)
+    frame = _output_frame(inp.frame, klass, distance, feats, untrained if params.uses_sam2 else None)
+    counts = np.bincount(fit.labels, minlength=fit.k).tolist()
+    summary: dict[str, Any] = {
+        "crowns": len(ok),
+        "classified": n_ok,
+        "skipped_by_reason": skipped,
+        "k": fit.k,
+        "counts": counts,
+        "silhouette": {str(k): v for k, v in fit.silhouette.items()},
+        "features": params.features,
+        "feature_count": len(names),
+        "band_roles": describe_roles(inp.roles),
+        "windows": feats.windows,
+        "encoder_passes": feats.encoder_passes,
+        "assigned_from": centres,
+        "untrained": untrained,
+        "params": params.as_dict(),
+        "inputs": {"ortho": ortho, "labels": labels},
+    }
+    if untrained:
+        summary["WARNING"] = _untrained_banner(True)
+    if inp.model is None:
+        model.fitted_on = {k: summary[k] for k in ("crowns", "classified", "skipped_by_reason", "inputs")}
+    centres_out, report_out = output_paths(out)
+    from crownsam.classes.report import build_report
+
+    page = build_report(
+        inp.ortho,
+        frame,
+        inp.pix,
+        feats,
+        spec,
+        fit,
+        summary,
+        rgb_bands=_report_rgb(inp.roles, params),
+        banner=_untrained_banner(untrained),
+    )
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    _write(out, centres_out if inp.model is None else None, report_out, frame, model, page, cache_dir)
+    summary["outputs"] = {"labels": out, "report": report_out}
+    if inp.model is None:
+        summary["outputs"]["centres"] = centres_out
+    return summary
+
+
+def _check_sam2_source(model: ClassModel, params: ClassesParams, centres: str | None) -> None:
+    """Embeddings of an untrained and a trained SAM2 (or another checkpoint) are not comparable."""
+    if not model.sam2:
+        return
+    if bool(model.sam2["untrained"]) != bool(params.untrained):
+        fitted = "an untrained SAM2" if model.sam2["untrained"] else f"checkpoint {model.sam2['checkpoint']}"
+        raise InputError(centres, f"centres were fitted on embeddings of {fitted}; pass the same here")
+    if model.sam2.get("checkpoint") != params.checkpoint:
+        log.warning(
+            "%s: centres were fitted with checkpoint %s, assigning with %s",
+            centres,
+            model.sam2.get("checkpoint"),
+            params.checkpoint,
+        )
+
+
+def _report_rgb(roles: dict[str, int], params: ClassesParams) -> tuple[int, ...]:
+    """Bands for the report's pictures: red, green, blue by role when all are known, else --rgb-bands."""
+    if all(r in roles for r in ("red", "green", "blue")):
+        return (roles["red"], roles["green"], roles["blue"])
+    return tuple(params.rgb_bands)
+
+
+OUR_COLUMNS = ("pseudo_class", "class_distance", "class_skipped", "class_pixels", "class_sam2_untrained")
+
+
+def _output_frame(
+    frame: gpd.GeoDataFrame,
+    klass: np.ndarray,
+    distance: np.ndarray,
+    feats: CrownFeatures,
+    untrained: bool | None,
+) -> gpd.GeoDataFrame:
+    """The input crowns with our columns added (columns of the same name from the input replaced)."""
+    feature_cols = [f"f_{n}" for n in feats.names]
+    replaced = [c for c in (*OUR_COLUMNS, *feature_cols) if c in frame.columns]
+    if replaced:
+        log.warning("input columns %s are replaced", ", ".join(replaced))
+    out = frame.drop(columns=replaced)
+    geometry = out.geometry.name
+    cols = {
+        "pseudo_class": klass,
+        "class_distance": distance,
+        "class_skipped": feats.reason.astype(str),
+        "class_pixels": feats.pixels,
+    }
+    if untrained is not None:
+        cols["class_sam2_untrained"] = np.full(len(out), untrained)
+    cols |= {c: feats.spectral[:, j] for j, c in enumerate(feature_cols)}
+    extra = pd.DataFrame(cols, index=out.index)
+    rest = out.drop(columns=[geometry])
+    return gpd.GeoDataFrame(pd.concat([rest, extra], axis=1), geometry=out.geometry, crs=frame.crs)
+
+
+def _write(
+    out: str,
+    centres_out: str | None,
+    report_out: str,
+    frame: gpd.GeoDataFrame,
+    model: ClassModel,
+    page: str,
+    cache_dir: str | None,
+) -> None:
+    """All outputs or none: temporary names, renamed together (uploaded when remote)."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        targets = [stack.enter_context(storage.local_output(out, cache_dir))]
+        targets.append(stack.enter_context(storage.local_output(report_out, cache_dir)))
+        if centres_out:
+            targets.append(stack.enter_context(storage.local_output(centres_out, cache_dir)))
+        tmps = stack.enter_context(atomic_paths(*targets))
+        frame.to_file(tmps[0], layer=LAYER, driver="GPKG")
+        Path(tmps[1]).write_text(page, encoding="utf-8")
+        if centres_out:
+            model.save(tmps[2])
