@@ -77,7 +77,9 @@ class ClassesParams(Params):
     texture_px: int = param(5, "side of the local window of the texture measure, px", ge=3, le=101)
     min_pixels: int = param(16, "crowns with fewer valid pixels get no class (-1)", ge=1)
     seed: int = param(0, "seed of MiniBatchKMeans and of the silhouette sample", ge=0)
-    n_init: int = param(5, "k-means++ initialisations per K (the lowest inertia wins)", ge=1)
+    restarts: int = param(
+        10, "MiniBatchKMeans runs per K, seeds drawn from --seed (lowest inertia wins)", ge=1
+    )
     batch_size: int = param(1024, "MiniBatchKMeans batch size", ge=1)
     silhouette_sample: int = param(5000, "crowns drawn for the silhouette score", ge=10)
     model: str = param(
@@ -305,7 +307,7 @@ def pseudo_classes(
             scaling.apply(x[ok]),
             ks,
             seed=params.seed,
-            n_init=params.n_init,
+            restarts=params.restarts,
             batch_size=params.batch_size,
             silhouette_sample=params.silhouette_sample,
         )
@@ -377,7 +379,8 @@ def pseudo_classes(
     if untrained:
         summary["WARNING"] = _untrained_banner(True)
     if inp.model is None:
-        model.fitted_on = {k: summary[k] for k in ("crowns", "classified", "skipped_by_reason", "inputs")}
+        keep = ("crowns", "classified", "skipped_by_reason", "inputs", "untrained", "WARNING")
+        model.fitted_on = {k: summary[k] for k in keep if k in summary}
     centres_out, report_out = output_paths(out)
     from crownsam.classes.report import build_report
 

@@ -7,9 +7,12 @@ centres, and the centres file that makes a fit reusable.
   has total variance 1, and inside a block every group (the per-band statistics, each index, thermal,
   texture; the SAM2 embedding) has the same share. Without it the 15 per-band statistics, which all
   follow one factor (how bright the crown is), or 256 embedding dimensions would outvote the rest.
-* Clustering: ``MiniBatchKMeans(n_clusters=K, random_state=seed, n_init, batch_size)``, ALPS' online
-  k-means. With a K range, each K is fitted and the one with the highest mean silhouette (Euclidean, on
-  at most ``silhouette_sample`` crowns drawn with the seed) wins; ties go to the smaller K.
+* Clustering: ``MiniBatchKMeans(n_clusters=K, batch_size, n_init=1)`` (k-means++ start), ALPS' online
+  k-means, run ``restarts`` times with seeds drawn from ``numpy.random.SeedSequence(seed)``; the run with
+  the lowest inertia over all crowns wins. (MiniBatchKMeans' own ``n_init`` only picks the best
+  *starting* centres and then runs once; single runs stop in poor local optima often enough to matter.)
+  With a K range, each K is fitted and the one with the highest mean silhouette (Euclidean, on at most
+  ``silhouette_sample`` crowns drawn with the seed) wins; ties go to the smaller K.
 * Classes are numbered 0..K-1 by size, largest first (ties: the fitted order). Each crown's class is its
   nearest centre (``pairwise_distances_argmin_min``), the same rule for a fit and for saved centres;
   ``class_distance`` is that Euclidean distance in scaled units.
@@ -62,11 +65,14 @@ def fit_scaling(x: np.ndarray, groups: list[tuple[str, str]]) -> Scaling:
     return Scaling(np.asarray(sc.mean_, dtype=np.float64), scale)
 
 
-def fit_kmeans(z: np.ndarray, k: int, *, seed: int, n_init: int, batch_size: int) -> MiniBatchKMeans:
-    """One MiniBatchKMeans fit with a fixed seed."""
-    return MiniBatchKMeans(
-        n_clusters=k, random_state=seed, n_init=n_init, batch_size=batch_size, max_iter=100
-    ).fit(z)
+def fit_kmeans(z: np.ndarray, k: int, *, seed: int, restarts: int, batch_size: int) -> MiniBatchKMeans:
+    """The lowest-inertia of ``restarts`` MiniBatchKMeans runs with seeds from ``SeedSequence(seed)``."""
+    seeds = np.random.SeedSequence(seed).generate_state(restarts)
+    fits = [
+        MiniBatchKMeans(n_clusters=k, random_state=int(s), n_init=1, batch_size=batch_size).fit(z)
+        for s in seeds
+    ]
+    return min(fits, key=lambda f: f.inertia_)
 
 
 def assign(z: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,14 +109,14 @@ class Fit:
 
 
 def cluster(
-    z: np.ndarray, ks: list[int], *, seed: int, n_init: int, batch_size: int, silhouette_sample: int
+    z: np.ndarray, ks: list[int], *, seed: int, restarts: int, batch_size: int, silhouette_sample: int
 ) -> Fit:
     """Fit each K in ``ks`` (one K: no silhouette needed, but it is reported), keep the best (module
     docstring)."""
     best: tuple[float, int, np.ndarray] | None = None
     scores: dict[int, float] = {}
     for k in ks:
-        km = fit_kmeans(z, k, seed=seed, n_init=n_init, batch_size=batch_size)
+        km = fit_kmeans(z, k, seed=seed, restarts=restarts, batch_size=batch_size)
         centres = np.asarray(km.cluster_centers_, dtype=np.float64)
         labels, _ = assign(z, centres)
         scores[k] = silhouette(z, labels, sample=silhouette_sample, seed=seed)

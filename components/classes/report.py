@@ -140,8 +140,8 @@ def _map_image(
     extent = (c0, c1, r1, r0)
     if c1 <= c0 or r1 <= r0:
         return None, (0.0, 1.0, 1.0, 0.0), "the crowns lie outside the orthophoto"
-    x0, y0 = t * (c0, r0)
-    x1, y1 = t * (c1, r1)
+    x0, y0 = t @ (c0, r0)
+    x1, y1 = t @ (c1, r1)
     got = read_ortho_window(
         ortho, (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), rgb_bands, MAP_MAX_PX
     )
@@ -149,8 +149,8 @@ def _map_image(
         return None, extent, got
     image, (left, right, bottom, top), _ = got
     inv = ~t
-    pl, pt = inv * (left, top)
-    pr, pb = inv * (right, bottom)
+    pl, pt = inv @ (left, top)
+    pr, pb = inv @ (right, bottom)
     return image, (pl, pr, pb, pt), None
 
 
@@ -248,7 +248,8 @@ def _rules(summary: dict[str, Any], spec: SpectralSpec) -> list[str]:
         f"{spec.texture_px} px square (crown pixels only) / the crown's mean NIR.",
         "Features are standardised (z-scores over the crowns); the per-band statistics, each index, "
         "thermal and texture (and the SAM2 embedding) each get the same total weight.",
-        f"Clustering: scikit-learn MiniBatchKMeans, seed {p['seed']}, {p['n_init']} k-means++ starts; "
+        f"Clustering: scikit-learn MiniBatchKMeans, {p['restarts']} runs per K (seeds from {p['seed']}), the "
+        "lowest inertia kept; "
         "K chosen by the highest mean silhouette over the range when not given. Classes are numbered by "
         "size, largest first; each crown takes its nearest centre.",
     ]
