@@ -1,11 +1,13 @@
 """Pseudo-classes of the true crowns against the synthetic species (spruce, pine, birch).
 
-The bound: ``benchmarks/bench_classes.py`` measured the adjusted Rand index (ARI) of K = 3 classes
-against the species on scene seeds 0-9 (1536 px, where the options were chosen) and 10-19 (held out); see
-components/classes/README.md for the figures. The test scene (seed 12) was not used to choose anything.
-ARI_MIN = 0.6 lies below every measured seed, and above what separating broadleaf from conifers alone can
-reach (ARI 0.45-0.60 on these scenes): passing it needs spruce and pine told apart too. Shuffling the
-crowns' features must drop the ARI to about 0 (|ARI| < 0.05; the null SD is ~0.01 for ~120 crowns).
+The bound. ``benchmarks/bench_classes.py`` measured the adjusted Rand index (ARI) of K = 3 classes
+against the species on 1536 px scenes: seeds 0-9 (where the options were chosen) 0.69-1.00, median 0.86;
+seeds 10-19 (held out) 0.51-0.95, median 0.92. On 2 of the 20 (seeds 13, 15) k-means splits the conifers
+by brightness instead of by species (birch stays apart), ARI 0.51-0.53. The test scene, seed 12, was
+fixed before its figure was known: ARI 0.783. ARI_MIN = 0.7 leaves room for numeric drift (library
+versions) and still asks for more than separating broadleaf from conifers can give (ARI 0.494 on this
+scene, also checked below with a margin of 0.1): spruce and pine must be told apart too. Shuffling the
+crowns' feature vectors must drop the ARI to about 0 (|ARI| < 0.05; measured -0.002).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from crownsam.classes.cluster import cluster, fit_scaling
 from crownsam.classes.features import compute_features, spectral_spec
 from crownsam.tiling.plan import pixel_geometries
 
-ARI_MIN = 0.6
+ARI_MIN = 0.7
 SHUFFLED_MAX = 0.05
 
 
@@ -61,9 +63,8 @@ def test_spectral_classes_match_species(fitted, species_scene) -> None:
     species = gpd.read_file(species_scene.truth)["species"]
     ari = adjusted_rand_score(species, classed["pseudo_class"])
     split = adjusted_rand_score(species, species == "birch")
-    print(
-        f"ARI pseudo-classes vs species: {ari:.3f} (K = 3, {len(classed)} crowns; birch/conifer split {split:.3f})"
-    )
+    n = len(classed)
+    print(f"ARI pseudo-classes vs species: {ari:.3f} (K = 3, {n} crowns; birch/conifer split {split:.3f})")
     assert summary["k"] == 3 and summary["classified"] == len(classed)
     assert ari >= ARI_MIN
     assert ari > split + 0.1  # the conifers are split by species too, not only broadleaf from needles
