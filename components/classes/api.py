@@ -74,14 +74,16 @@ class ClassesParams(Params):
     percentiles: tuple[float, ...] = param(
         (10.0, 90.0), "per-band percentiles besides the mean", metavar="P,P"
     )
-    texture_px: int = param(5, "side of the local window of the texture measure, px", ge=3, le=101)
-    min_pixels: int = param(16, "crowns with fewer valid pixels get no class (-1)", ge=1)
-    seed: int = param(0, "seed of MiniBatchKMeans and of the silhouette sample", ge=0)
-    restarts: int = param(
-        10, "MiniBatchKMeans runs per K, seeds drawn from --seed (lowest inertia wins)", ge=1
+    texture_px: int = param(
+        5, "side of the local window of the texture measure, px", ge=3, le=101, metavar="PX"
     )
-    batch_size: int = param(1024, "MiniBatchKMeans batch size", ge=1)
-    silhouette_sample: int = param(5000, "crowns drawn for the silhouette score", ge=10)
+    min_pixels: int = param(16, "crowns with fewer valid pixels get no class (-1)", ge=1, metavar="N")
+    seed: int = param(0, "seed of MiniBatchKMeans and of the silhouette sample", ge=0, metavar="N")
+    restarts: int = param(
+        10, "MiniBatchKMeans runs per K, seeds drawn from --seed (lowest inertia wins)", ge=1, metavar="N"
+    )
+    batch_size: int = param(1024, "MiniBatchKMeans batch size", ge=1, metavar="N")
+    silhouette_sample: int = param(5000, "crowns drawn for the silhouette score", ge=10, metavar="N")
     model: str = param(
         "sam2.1_hiera_t", "SAM2 model for --features sam2|both", pipeline="sam2_model", metavar="NAME"
     )
@@ -94,7 +96,7 @@ class ClassesParams(Params):
     )
     untrained: bool = param(False, "random SAM2 weights: plumbing and speed only")
     rgb_bands: tuple[int, ...] = param((3, 2, 1), "1-based bands SAM2 sees as RGB", metavar="R,G,B")
-    device: str = param("auto", "auto|cpu|cuda for SAM2")
+    device: str = param("auto", "where SAM2 runs: auto, cpu or cuda", metavar="DEVICE")
 
     def check(self) -> None:
         k_bounds(self.k_range)
@@ -177,6 +179,9 @@ def _prepare(
     model = None
     if centres:
         model = ClassModel.load(storage.fetch(centres, cache_dir, what="centres file"), centres)
+        if model.sam2 and not (params.checkpoint or params.untrained):
+            how = "--untrained" if model.sam2["untrained"] else f"--checkpoint {model.sam2['checkpoint']}"
+            raise InputError(centres, f"centres were fitted on SAM2 embeddings: pass {how} as for the fit")
         params = params.replace(
             k=model.k,
             features=model.features,
