@@ -9,7 +9,8 @@ from crownsam.common.errors import CrownsamError
 
 
 def run(args: argparse.Namespace) -> int:
-    from crownsam.classes.api import FEATURE_FIELDS, ClassesParams, pseudo_classes
+    from crownsam.classes.api import pseudo_classes
+    from crownsam.classes.params import FEATURE_FIELDS, ClassesParams
 
     if args.centres:
         fixed = sorted(set(ClassesParams.given(args)) & set(FEATURE_FIELDS))
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from crownsam.classes.api import ClassesParams
+    from crownsam.classes.params import ClassesParams
     from crownsam.common.params import add_options
 
     p = sub.add_parser(

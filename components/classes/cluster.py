@@ -196,4 +196,11 @@ class ClassModel:
         )
         if not shape_ok or m.k < 2:
             raise InputError(source, "centres file is inconsistent (sizes of names, scaling and centres)")
+        spectral_keys = {"roles", "indices", "percentiles", "texture_px"}
+        sam2_keys = {"model", "checkpoint", "untrained", "rgb_bands"}
+        if not isinstance(m.spectral, dict) or not spectral_keys <= set(m.spectral):
+            missing = ", ".join(sorted(spectral_keys))
+            raise InputError(source, f"centres file lacks spectral options ({missing})")
+        if m.sam2 is not None and (not isinstance(m.sam2, dict) or not sam2_keys <= set(m.sam2)):
+            raise InputError(source, f"centres file lacks SAM2 options ({', '.join(sorted(sam2_keys))})")
         return m

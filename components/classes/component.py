@@ -34,7 +34,7 @@ def pseudo_classes_op(
     device: str = "auto",
 ):
     """A folder with pseudo_classes.gpkg (+ .centres.json, .report.html), the report, and metrics."""
-    from crownsam.classes.api import ClassesParams
+    from crownsam.classes.params import ClassesParams
     from crownsam.classes.steps import classes_step
 
     params = ClassesParams.from_pipeline(

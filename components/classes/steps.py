@@ -6,7 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from crownsam.classes.api import ClassesParams, output_paths, pseudo_classes
+from crownsam.classes.api import output_paths, pseudo_classes
+from crownsam.classes.params import ClassesParams
 from crownsam.common import storage
 from crownsam.evaluation.steps import label_file
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,15 @@ def fit_centres(scene, d: Path) -> Path:
     argv = ["pseudo-classes", "--ortho", str(scene.ortho), "--labels", str(scene.truth), "--out", str(out)]
     assert cli.main([*argv, "--k", "2"]) == 0
     return Path(output_paths(str(out))[0])
+
+
+def edited_centres(scene, d: Path, edit: Callable[[dict], None]) -> Path:
+    """A fit's centres file, edited."""
+    path = fit_centres(scene, d)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
 
 
 # Each builder gets (scene, input folder) and returns its Case.
@@ -133,6 +144,21 @@ BUILDERS: dict[str, Callable[..., Case]] = {
     ),
     "not_a_centres_file": lambda s, d: Case(
         ["--centres", str(write_random_bytes(d / "x.centres.json"))], named="x.centres.json", problem="not a"
+    ),
+    "centres_of_another_kind": lambda s, d: Case(
+        ["--centres", str(edited_centres(s, d, lambda m: m.update(format="something-else")))],
+        named="fit.centres.json",
+        problem="not a crownsam pseudo-classes centres file",
+    ),
+    "centres_inconsistent": lambda s, d: Case(
+        ["--centres", str(edited_centres(s, d, lambda m: m["centres"].pop()))],
+        named="fit.centres.json",
+        problem="centres file is inconsistent",
+    ),
+    "centres_without_spectral_options": lambda s, d: Case(
+        ["--centres", str(edited_centres(s, d, lambda m: m["spectral"].pop("indices")))],
+        named="fit.centres.json",
+        problem="centres file lacks spectral options",
     ),
     "centres_with_feature_option": lambda s, d: Case(
         ["--centres", str(fit_centres(s, d)), "--indices", "ndvi"],
@@ -234,22 +260,48 @@ def test_good_run_prints_one_line_and_writes_three_files(small_scene, tmp_path, 
     assert model["spectral"]["percentiles"] == [25.0, 50.0, 75.0] and model["k"] == 2
 
 
-def test_untrained_sam2_features_end_to_end(small_scene, tmp_path, capfd) -> None:
-    """Real SAM2 (hiera tiny, random weights, CPU): one encoder pass for the scene's one window, the
-    embedding pooled per crown and clustered with the spectral features; every output says UNTRAINED."""
-    out = tmp_path / "sam.gpkg"
+@pytest.fixture(scope="module")
+def sam2_fit(small_scene, tmp_path_factory) -> tuple[Path, str, str]:
+    """``--features both --untrained`` on the small scene: (output, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("sam2") / "sam.gpkg"
     args = ["pseudo-classes", "--ortho", str(small_scene.ortho), "--labels", str(small_scene.truth)]
     args += ["--out", str(out), "--features", "both", "--untrained", "--device", "cpu", "--k", "2"]
-    assert cli.main(args) == 0
-    stdout, stderr = capfd.readouterr()
-    assert "UNTRAINED" in stdout and "UNTRAINED" in stderr
+    cmd = [str(Path(sys.executable).with_name("crownsam")), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return out, res.stdout, res.stderr
+
+
+def test_untrained_sam2_features_end_to_end(sam2_fit, small_scene, tmp_path, capfd) -> None:
+    """Real SAM2 (hiera tiny, random weights, CPU) through the installed command: one encoder pass for the
+    scene's one window, the embedding pooled per crown and clustered with the spectral features; every
+    output says UNTRAINED; its centres need the same kind of weights."""
+    out, stdout, stderr = sam2_fit
+    assert "UNTRAINED" in stdout and "UNTRAINED" in stderr and "Traceback" not in stderr
     classed = gpd.read_file(out)
     assert classed["class_sam2_untrained"].all() and set(classed["pseudo_class"]) == {0, 1}
     model = json.loads(Path(output_paths(str(out))[0]).read_text())
     sam_dims = [n for n in model["names"] if n.startswith("sam2_")]
-    assert len(sam_dims) == 256 and len(model["names"]) == 256 + len(
-        [c for c in classed if c.startswith("f_")]
-    )
+    spectral = [c for c in classed if c.startswith("f_")]
+    assert len(sam_dims) == 256 and len(model["names"]) == 256 + len(spectral)
     assert model["sam2"]["untrained"] is True and "UNTRAINED" in model["fitted_on"]["WARNING"]
     report = Path(output_paths(str(out))[1]).read_text()
     assert 'class="banner"' in report and "UNTRAINED SAM2" in report
+
+    base = ["pseudo-classes", "--ortho", str(small_scene.ortho), "--labels", str(small_scene.truth)]
+    centres = output_paths(str(out))[0]
+    assert cli.main([*base, "--out", str(tmp_path / "no.gpkg"), "--centres", centres]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "centres were fitted on SAM2 embeddings: pass --untrained" in err
+    assert not (tmp_path / "no.gpkg").exists()
+
+
+@pytest.mark.slow
+def test_untrained_sam2_centres_assign_the_same_classes(sam2_fit, small_scene, tmp_path) -> None:
+    """Seeded random weights give the same embeddings, so the saved centres give the fit's classes."""
+    out, _, _ = sam2_fit
+    base = ["pseudo-classes", "--ortho", str(small_scene.ortho), "--labels", str(small_scene.truth)]
+    again = tmp_path / "again.gpkg"
+    centres = output_paths(str(out))[0]
+    assert cli.main([*base, "--out", str(again), "--centres", centres, "--untrained", "--device", "cpu"]) == 0
+    assert (gpd.read_file(again)["pseudo_class"] == gpd.read_file(out)["pseudo_class"]).all()
