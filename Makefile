@@ -27,10 +27,19 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.lock
 	# sam2 builds from source; its CUDA extension is optional and needs nvcc, so skip it.
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation --no-deps sam2==1.1.0
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: $(STAMP) ## create .venv and install everything (idempotent)
+# crownsam is installed as a link tree of components/ and pipelines/ (setuptools' strict editable mode,
+# under build/), so static tools (mypy) resolve `crownsam` as Python does. Edits show at once; the tree is
+# rebuilt when a module is added or removed (the stamp's name is a hash of the file list).
+PKG_HASH := $(shell find components pipelines -name '*.py' -o -name py.typed | sort | md5sum | cut -c1-12)
+LINKS := $(VENV)/.crownsam-links-$(PKG_HASH)
+$(LINKS): $(STAMP)
+	rm -f $(VENV)/.crownsam-links-*
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --config-settings editable_mode=strict -e .
+	touch $@
+
+setup: $(STAMP) $(LINKS) ## create .venv and install everything (idempotent)
 
 # Debian's chromium renders the HTML reports in tests (headless screenshot). Installed when missing and root.
 system-deps:
@@ -46,9 +55,10 @@ test: setup system-deps ## run the default test suite (no slow or GPU tests)
 test-slow: setup system-deps ## run the slow tests too (whole scenes, real SAM2 on bigger inputs)
 	$(BIN)/python -m pytest -m 'not gpu and not images' $(PYTEST_ARGS)
 
-lint: setup ## ruff check and format check
+lint: setup ## ruff check, format check, and mypy on the installed package
 	$(BIN)/ruff check components tests benchmarks pipelines
 	$(BIN)/ruff format --check components tests benchmarks pipelines
+	$(BIN)/mypy -p crownsam
 
 format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix components tests benchmarks pipelines

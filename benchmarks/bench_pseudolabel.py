@@ -25,10 +25,11 @@ from _report import report  # benchmarks/_report.py (scripts run from this folde
 from rasterio import Affine
 from rasterio.windows import Window
 
+from crownsam.common.device import resolve_device
 from crownsam.common.raster import read_rgb_window
 from crownsam.pseudolabel.masks import largest_component, mask_to_polygon
 from crownsam.pseudolabel.run import pseudolabel_plan, window_boxes
-from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model, resolve_device
+from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model
 from crownsam.tiling.plan import pixel_geometries, plan_from_files
 
 

@@ -32,6 +32,7 @@ def peak_rss_mib() -> float:
 def phase_train(a: argparse.Namespace) -> dict:
     import torch
 
+    from crownsam.common.device import resolve_device
     from crownsam.training import train as T
     from crownsam.training.config import TrainConfig
 
@@ -54,7 +55,7 @@ def phase_train(a: argparse.Namespace) -> dict:
     )
     cfg.validate()
     prep = T.prepare(cfg)
-    device = T.resolve_device(cfg.device, T.Dist())
+    device = resolve_device(cfg.device)
     trainer = T._Trainer(cfg, prep, None, T.Dist(), device)
     t0 = time.perf_counter()
     trainer.build()
@@ -98,13 +99,13 @@ def phase_train(a: argparse.Namespace) -> dict:
 def phase_predict(a: argparse.Namespace) -> dict:
     import torch
 
+    from crownsam.common.device import resolve_device
     from crownsam.common.raster import compute_stretch
     from crownsam.training.model import build_model
     from crownsam.training.predict import predict_ortho
-    from crownsam.training.train import Dist, resolve_device
 
     ortho = str(Path(a.work) / "scene" / "ortho.tif")
-    device = resolve_device(a.device, Dist())
+    device = resolve_device(a.device)
     torch.manual_seed(0)
     model = build_model("v1", 3, chip=a.chip).eval().to(device)
     bands = (3, 2, 1)

@@ -91,6 +91,7 @@ for t in "${targets[@]}"; do
         --build-arg "VERSION=$VERSION" \
         --build-arg "REVISION=$REVISION" \
         --build-arg "CREATED=$CREATED" \
+        --build-arg "IMAGE=$image" \
         "${pip_args[@]}" \
         . >"$log" 2>&1; then
         tail -n 30 "$log" >&2

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from crownsam.common.cli_util import named_path_arg
-
-
-def parse_value(text: str):
-    """A pipeline argument from the command line: JSON when it parses (numbers, booleans), else a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+from crownsam.common.cli_util import named_path_arg, parse_value
 
 
 def run_compile(args: argparse.Namespace) -> int:

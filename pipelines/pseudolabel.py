@@ -51,8 +51,8 @@ def pseudolabel_pipeline(
                 plan=plan.outputs["plan"],
                 shard=shard,
                 shards=shards,
-                model=sam2_model,
-                checkpoint=sam2_checkpoint,
+                sam2_model=sam2_model,
+                sam2_checkpoint=sam2_checkpoint,
                 untrained=untrained,
             ).set_display_name("pseudolabel shard")
         )

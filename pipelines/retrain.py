@@ -26,6 +26,12 @@ from crownsam.pipelines.pseudolabel import cpu_task, gpu_task
 PIPELINE_NAME = "crownsam-retraining"
 # The MLflow service inside the cluster (k8s/base/mlflow.yaml); pipeline pods reach it by this name.
 CLUSTER_TRACKING_URI = "http://mlflow.crownsam.svc.cluster.local:5000"
+# The retraining's settings as pipeline parameters (RetrainSettings.pipeline_defaults() names them).
+RETRAIN_PARAMETERS = (
+    "work_uri", "tracking_uri", "experiment", "registered_model_name", "sam2_model", "sam2_checkpoint",
+    "untrained", "rgb_bands", "chip", "chip_overlap", "val_fraction", "val_block", "holdout_buffer_m",
+    "epochs", "max_iters", "lr", "batch_size", "model_version",
+)  # fmt: skip
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -38,9 +44,14 @@ def scan_flights_op(
     not a NamedTuple: KFP's local runner resolves only ``Output`` in ``dsl.If`` conditions."""
     import json
 
-    from crownsam.flights.retrain import scan_step
+    from crownsam.flights.plan import scan_summary
+    from crownsam.flights.retrain import scan
+    from crownsam.flights.settings import RetrainSettings
 
-    result = scan_step(root, work_uri, tracking_uri, experiment, rgb_bands)
+    settings = RetrainSettings.from_pipeline(
+        work_uri=work_uri, tracking_uri=tracking_uri, experiment=experiment, rgb_bands=rgb_bands
+    )
+    result = scan_summary(scan(root, settings))
     with open(flights.path, "w") as f:
         json.dump(result, f, indent=2, sort_keys=True)
     flights.metadata["new"] = ",".join(result["new"])
@@ -72,16 +83,36 @@ def retrain_op(
     summary: Output[Artifact],
     metrics: Output[Metrics],
 ) -> str:
-    """Pseudolabel the new flights, retrain on all, evaluate, promote; returns the status."""
+    """Pseudolabel the new flights, retrain on all, evaluate, promote (parameters: ``RetrainSettings``);
+    returns the status."""
     import json
 
-    from crownsam.flights.retrain import retrain_step
+    from crownsam.flights.retrain import note_catalog_change, retrain
+    from crownsam.flights.settings import RetrainSettings
 
-    result = retrain_step(
-        root, work_uri, tracking_uri, experiment, registered_model_name, sam2_model, sam2_checkpoint,
-        untrained, rgb_bands, chip, chip_overlap, val_fraction, val_block, holdout_buffer_m, epochs,
-        max_iters, lr, batch_size, model_version, scan_path=flights.path,
-    )  # fmt: skip
+    settings = RetrainSettings.from_pipeline(
+        work_uri=work_uri,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        registered_model_name=registered_model_name,
+        sam2_model=sam2_model,
+        sam2_checkpoint=sam2_checkpoint,
+        untrained=untrained,
+        rgb_bands=rgb_bands,
+        chip=chip,
+        chip_overlap=chip_overlap,
+        val_fraction=val_fraction,
+        val_block=val_block,
+        holdout_buffer_m=holdout_buffer_m,
+        epochs=epochs,
+        max_iters=max_iters,
+        lr=lr,
+        batch_size=batch_size,
+        model_version=model_version,
+    )
+    result = retrain(root, settings)
+    with open(flights.path) as f:
+        note_catalog_change(result, json.load(f).get("new", []))
     with open(summary.path, "w") as f:
         json.dump(result, f, indent=2, sort_keys=True, default=str)
     if isinstance(result.get("metric"), float):
@@ -118,6 +149,7 @@ def retraining_pipeline(
     batch_size: int = 2,
     model_version: str = "v2",
 ):
+    """Parameters: ``root`` and ``RetrainSettings`` (defaults checked against it by the tests)."""
     scan = cpu_task(
         scan_flights_op(
             root=root,
@@ -129,19 +161,15 @@ def retraining_pipeline(
         memory="2G",
     )
     scan.set_caching_options(False)  # must see the catalog and MLflow as they are now
+    settings = {k: v for k, v in locals().items() if k in RETRAIN_PARAMETERS}
     with dsl.If(scan.outputs["Output"] == "retrain", name="new-work"):
         task = gpu_task(
-            retrain_op(
-                root=root, work_uri=work_uri, tracking_uri=tracking_uri, experiment=experiment,
-                registered_model_name=registered_model_name, sam2_model=sam2_model,
-                sam2_checkpoint=sam2_checkpoint, untrained=untrained, rgb_bands=rgb_bands, chip=chip,
-                chip_overlap=chip_overlap, val_fraction=val_fraction, val_block=val_block,
-                holdout_buffer_m=holdout_buffer_m, epochs=epochs, max_iters=max_iters, lr=lr,
-                batch_size=batch_size, model_version=model_version, flights=scan.outputs["flights"],
-            ).set_display_name("pseudolabel new flights, retrain, promote"),
+            retrain_op(root=root, flights=scan.outputs["flights"], **settings).set_display_name(
+                "pseudolabel new flights, retrain, promote"
+            ),
             memory="32G",
             cpu="8",
-        )  # fmt: skip
+        )
         task.set_caching_options(False)  # the catalog, MLflow and the registry change between runs
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -29,9 +30,6 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from crownsam.chm.segment import (
-    DEFAULT_MIN_HEIGHT,
-    DEFAULT_MIN_PROMINENCE,
-    DEFAULT_SMOOTH,
     DROP_REASONS,
     ChmParams,
     crown_polygons,
@@ -46,7 +44,6 @@ from crownsam.common.raster import crs_string, open_raster, read_error
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK = 2048
 PLAUSIBLE_CROWN_RADIUS_M = 10.0  # the automatic overlap leaves room for crowns this wide on each side
 MAX_REGROW = 3
 GDAL_CACHE_MB = 64  # blocks are read about once each: a large GDAL block cache only costs memory
@@ -200,7 +197,7 @@ def _segment_block(
             break
     polys = crown_polygons(crowns.labels, own + 1)
     geoms = np.empty(own.size, dtype=object)
-    geoms[:] = [polys[k + 1] for k in own]
+    geoms[:] = [polys[int(k) + 1] for k in own]
     geoms = shapely.transform(geoms, lambda xy: xy + np.array([c0, r0], dtype=np.float64))  # global pixels
     out = {"row": gr[own], "col": gc[own], "top": crowns.top_height(own), "geom": geoms}
     return out, core_valid, attempt, cut
@@ -219,9 +216,10 @@ class _Prepared:
     blocks: list[Block]
 
 
-def _prepare(chm: str | Path, params: ChmParams, block: int, overlap: int | None) -> _Prepared:
+def _prepare(chm: str | Path, params: ChmParams) -> _Prepared:
     """Check the parameters and the CHM (existence, CRS, grid, block and overlap) without reading pixels."""
     params.check()
+    block, overlap = params.block, params.overlap
     path = str(chm)
     local = storage.fetch(path, what="CHM")
     with open_raster(local) as src:
@@ -329,54 +327,31 @@ def _iter_frames(prep: _Prepared, summary: dict) -> Iterator[gpd.GeoDataFrame]:
 
 
 def segment_chm(
-    chm: str | Path,
-    *,
-    params: ChmParams | None = None,
-    block: int = DEFAULT_BLOCK,
-    overlap: int | None = None,
+    chm: str | Path, *, params: ChmParams | None = None, **changes: Any
 ) -> tuple[gpd.GeoDataFrame, dict]:
     """Coarse crowns of a CHM file in memory: a GeoDataFrame (columns :data:`COLUMNS`, the CHM's CRS) and
-    the run summary. :func:`segment_chm_file` gives the same crowns without holding them all.
+    the run summary. ``changes`` replace fields of ``params`` (e.g. ``block=1024``).
+    :func:`segment_chm_file` gives the same crowns without holding them all.
 
     Reads the CHM by windows (:func:`plan_blocks`), never whole unless it fits in one block. Segment ids
     are 1..n in raster order of the treetops (row, then column), so they do not depend on ``block``.
     """
-    prep = _prepare(chm, params or ChmParams(), block, overlap)
+    prep = _prepare(chm, (params or ChmParams()).replace(**changes))
     summary: dict = {}
     frames = list(_iter_frames(prep, summary))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return gpd.GeoDataFrame(frame, geometry="geometry", crs=prep.grid.crs), summary
 
 
-def segment_chm_file(
-    chm: str,
-    out: str,
-    *,
-    min_height: float = DEFAULT_MIN_HEIGHT,
-    smooth: float = DEFAULT_SMOOTH,
-    min_distance: float | None = None,
-    window_from_height: tuple[float, float] | None = None,
-    min_prominence: float = DEFAULT_MIN_PROMINENCE,
-    block: int = DEFAULT_BLOCK,
-    overlap: int | None = None,
-) -> dict:
+def segment_chm_file(chm: str, out: str, params: ChmParams | None = None, **changes: Any) -> dict:
     """Segment the CHM ``chm`` into coarse crowns and write them to the GeoPackage ``out``.
 
-    ``min_distance``: fixed treetop search radius in pixels; ``window_from_height = (a, b)``: radius
-    ``a + b * h`` metres for a treetop candidate of smoothed height ``h`` (the default when neither is given
-    is ``segment.DEFAULT_WINDOW``). ``block``/``overlap`` in pixels (``overlap=None``: automatic). Paths may
+    Parameters: :class:`ChmParams` (``changes`` replace its fields, e.g. ``min_distance=3``). Paths may
     be local or ``gs://``. Crowns are appended one row of blocks at a time to a temporary file that is
     renamed onto ``out`` only when the run succeeds. Returns the run summary (counts, drop rule, parameters,
     timing). Bad input or parameters raise :class:`InputError` and leave no output.
     """
-    params = ChmParams(
-        min_height=min_height,
-        smooth=smooth,
-        min_distance=min_distance,
-        window_from_height=None if window_from_height is None else tuple(window_from_height),
-        min_prominence=min_prominence,
-    )
-    prep = _prepare(chm, params, block, overlap)
+    prep = _prepare(chm, (params or ChmParams()).replace(**changes))
     summary: dict = {}
     with storage.local_output(str(out)) as target, atomic_path(target) as tmp:
         written = False

@@ -18,6 +18,7 @@ from skimage.segmentation import watershed
 
 from crownsam.chm.treetops import H_CAP, Window, find_treetops, reach_px, smooth_chm
 from crownsam.common.errors import InputError
+from crownsam.common.params import Params, param
 
 # Drop rule (README "Drop rule"): expected crown radius for a tree of top height h, in metres.
 EXPECTED_RADIUS_A = 0.5
@@ -29,6 +30,7 @@ DEFAULT_MIN_HEIGHT = 2.0
 DEFAULT_SMOOTH = 1.0
 DEFAULT_MIN_PROMINENCE = 0.1
 DEFAULT_WINDOW = (0.2, 0.03)  # r(h) = 0.2 + 0.03 h metres when neither window option is given
+DEFAULT_BLOCK = 2048
 
 
 def expected_area_m2(height: np.ndarray | float) -> np.ndarray:
@@ -37,21 +39,54 @@ def expected_area_m2(height: np.ndarray | float) -> np.ndarray:
     return math.pi * (EXPECTED_RADIUS_A + EXPECTED_RADIUS_B * h) ** 2
 
 
+def window_arg(text: str) -> tuple[float, float]:
+    """``a,b`` -> (a, b): the search radius ``a + b * h`` metres."""
+    import argparse
+
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like A,B (metres), e.g. 0.2,0.03") from exc
+    return a, b
+
+
 @dataclass(frozen=True)
-class ChmParams:
-    """Segmentation parameters (validated by :meth:`check`).
+class ChmParams(Params):
+    """Segmentation parameters (validated by :meth:`check` when built).
 
     ``min_distance``: fixed search radius in pixels; ``window_from_height = (a, b)``: radius ``a + b h``
     metres. Neither: ``DEFAULT_WINDOW``. Both: an error.
     """
 
-    min_height: float = DEFAULT_MIN_HEIGHT
-    smooth: float = DEFAULT_SMOOTH
-    min_distance: float | None = None
-    window_from_height: tuple[float, float] | None = None
-    min_prominence: float = DEFAULT_MIN_PROMINENCE
-    min_area_m2: float = MIN_AREA_M2
-    max_area_factor: float = MAX_AREA_FACTOR
+    min_height: float = param(
+        DEFAULT_MIN_HEIGHT, "treetops and crown pixels at least this high, m", metavar="M", pipeline=None
+    )
+    smooth: float = param(
+        DEFAULT_SMOOTH, "Gaussian sigma in pixels before finding treetops, 0 = none", metavar="SIGMA",
+        pipeline=None,
+    )  # fmt: skip
+    min_distance: float | None = param(
+        None, "fixed treetop search radius in pixels", metavar="PX", pipeline=None
+    )
+    window_from_height: tuple[float, float] | None = param(
+        None,
+        "treetop search radius A + B*h metres for height h (default "
+        f"{DEFAULT_WINDOW[0]:g},{DEFAULT_WINDOW[1]:g})",
+        parse=window_arg, metavar="A,B", pipeline=None,
+    )  # fmt: skip
+    min_prominence: float = param(
+        DEFAULT_MIN_PROMINENCE,
+        "merge treetops that rise less than this above the pass to a higher one, m (0 = off)",
+        metavar="M", pipeline=None,
+    )  # fmt: skip
+    min_area_m2: float = param(MIN_AREA_M2, "drop crowns smaller than this, m²", flag="", pipeline=None)
+    max_area_factor: float = param(
+        MAX_AREA_FACTOR, "drop crowns larger than this times the expected area", flag="", pipeline=None
+    )
+    block: int = param(DEFAULT_BLOCK, "block size in pixels", metavar="PX", pipeline=None)
+    overlap: int | None = param(
+        None, "block overlap in pixels (default: from the parameters)", metavar="PX", pipeline=None
+    )
 
     def check(self) -> None:
         """Raise InputError for a negative, absurd or contradictory parameter."""

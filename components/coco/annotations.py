@@ -11,6 +11,8 @@ import shapely
 from pycocotools import mask as mask_util
 from rasterio import Affine
 
+from crownsam.common.vector import polygonal
+
 CATEGORY = {"id": 1, "name": "tree", "supercategory": "tree"}
 
 
@@ -32,21 +34,6 @@ class SliverRule:
             f"its clipped part has < {self.min_fraction:g} of the crown's full area or its mask < "
             f"{self.min_px} px; an uncut crown whose mask has < {self.min_px} px is dropped as tiny"
         )
-
-
-def polygonal(geom: shapely.Geometry) -> shapely.Geometry:
-    """The polygon parts of any geometry (e.g. a ``make_valid`` result) as a Polygon or MultiPolygon."""
-    parts, stack = [], [geom]
-    while stack:
-        g = stack.pop()
-        if g.geom_type == "Polygon":
-            if not g.is_empty:
-                parts.append(g)
-        elif hasattr(g, "geoms"):
-            stack.extend(g.geoms)
-    if not parts:
-        return shapely.Polygon()
-    return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts[::-1])
 
 
 def rasterize_local(geom: shapely.Geometry, transform: Affine, height: int, width: int) -> np.ndarray:

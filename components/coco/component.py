@@ -16,26 +16,33 @@ def export_coco_op(
     manual_uri: str,
     coco: Output[Dataset],
     chip: int = 1024,
-    overlap: float = 0.25,
-    bands: str = "3,2,1",
+    chip_overlap: float = 0.25,
+    rgb_bands: str = "3,2,1",
     val_fraction: float = 0.15,
-    buffer_m: float = 10.0,
+    holdout_buffer_m: float = 10.0,
     val_block: int = 4,
 ):
-    """Chips and train/val/test COCO JSON (test = the held-out area with the manual crowns)."""
-    from crownsam.coco.steps import export_step
+    """Chips and train/val/test COCO JSON (test = the held-out area with the manual crowns); parameters:
+    ``ExportParams``. The artifact's metadata holds chip and annotation counts per split."""
+    from crownsam.coco.export import export_coco
+    from crownsam.coco.params import ExportParams
+    from crownsam.common.artifacts import label_file
 
-    coco.metadata.update(
-        export_step(
-            ortho_uri,
-            labels.path,
-            test_area_uri,
-            manual_uri,
-            coco.path,
-            chip,
-            overlap,
-            bands,
-            val_fraction,
-            buffer_m,
-        )
+    params = ExportParams.from_pipeline(
+        chip=chip,
+        chip_overlap=chip_overlap,
+        rgb_bands=rgb_bands,
+        val_fraction=val_fraction,
+        holdout_buffer_m=holdout_buffer_m,
+        val_block=val_block,
     )
+    summary = export_coco(
+        ortho_uri,
+        label_file(labels.path),
+        coco.path,
+        holdout=test_area_uri or None,
+        manual=manual_uri or None,
+        params=params,
+    )
+    for split, counts in summary["splits"].items():
+        coco.metadata.update({f"{split}_{k}": v for k, v in counts.items() if isinstance(v, int)})

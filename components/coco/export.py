@@ -12,13 +12,10 @@ The rules (chip grid, buffer, validation blocks and gap, sliver rule, test regio
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from crownsam.coco.annotations import CATEGORY, SliverRule, annotate, polygonal, rasterize_local
+from crownsam.coco.annotations import CATEGORY, SliverRule, annotate, rasterize_local
 from crownsam.coco.chips import (
     Chip,
     assign_val_blocks,
@@ -43,7 +40,10 @@ from crownsam.coco.chips import (
     overlapping,
     touching,
 )
-from crownsam.common.errors import CrownsamError, InputError
+from crownsam.coco.params import ExportParams
+from crownsam.common import storage
+from crownsam.common.atomic import atomic_dir
+from crownsam.common.errors import InputError
 from crownsam.common.raster import (
     RasterInfo,
     apply_stretch,
@@ -52,7 +52,7 @@ from crownsam.common.raster import (
     raster_info,
     read_error,
 )
-from crownsam.common.vector import ReadReport, file_sha256, read_polygons, to_crs
+from crownsam.common.vector import ReadReport, file_sha256, polygonal, read_polygons, to_crs
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ SPLITS = ("train", "val", "test")
 LABEL_ID_COLUMNS = ("segment_id", "tree_id")
 MANUAL_ID_COLUMNS = ("tree_id", "segment_id")
 STRETCH_PERCENTILES = (2.0, 98.0)
-MIN_CHIP = 16
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -165,30 +164,6 @@ def check_out_dir(out_dir: Path) -> None:
         )
 
 
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it replaces ``target`` (an older folder
-    is moved aside first and removed only after the rename), on failure it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / "x")
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old / "x", target)
-                raise
-            finally:
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------- chips
 
 
@@ -202,9 +177,13 @@ def write_image(path: Path, img: np.ndarray) -> None:
         import tifffile
 
         arr = img[..., 0] if img.shape[2] == 1 else img
-        kw = {"planarconfig": "contig"} if img.shape[2] > 1 else {}
         tifffile.imwrite(
-            path, arr, photometric="minisblack", compression="zlib", compressionargs={"level": 1}, **kw
+            path,
+            arr,
+            photometric="minisblack",
+            compression="zlib",
+            compressionargs={"level": 1},
+            planarconfig="contig" if img.shape[2] > 1 else None,
         )
 
 
@@ -269,7 +248,8 @@ class _Writer:
         ids = crowns.frame["source_id"].to_numpy()
         tree = shapely.STRtree(geoms)
         fps = footprints(self.info.affine, chips, self.size)
-        images, anns = [], []
+        images: list[dict[str, Any]] = []
+        anns: list[dict[str, Any]] = []
         for chip, fp in zip(chips, fps, strict=True):
             t = chip_transform(self.info.affine, chip)
             data, valid = self.read(chip)
@@ -356,37 +336,6 @@ class ChipPlan:
     train: list[Chip]
     val: list[Chip]
     test: list[Chip]
-
-
-def _check_params(
-    chip: int,
-    overlap: float,
-    bands: Sequence[int],
-    val_fraction: float,
-    buffer_m: float,
-    val_block: int,
-    rule: SliverRule,
-) -> None:
-    checks = [
-        (
-            isinstance(chip, int | np.integer) and chip >= MIN_CHIP,
-            f"chip size must be an integer >= {MIN_CHIP} px",
-        ),
-        (0.0 <= overlap < 1.0, "overlap must be in [0, 1)"),
-        (len(bands) >= 1, "band list is empty"),
-        (0.0 <= val_fraction < 1.0, "val fraction must be in [0, 1)"),
-        (buffer_m >= 0.0, "buffer must be >= 0 (CRS units, metres)"),
-        (
-            isinstance(val_block, int | np.integer) and val_block >= 1,
-            "val block must be an integer >= 1 chip",
-        ),
-        (0.0 <= rule.min_fraction <= 1.0, "sliver fraction must be in [0, 1]"),
-        (rule.min_px >= 1, "minimum mask size must be >= 1 px"),
-    ]
-    values = (chip, overlap, bands, val_fraction, buffer_m, val_block, rule.min_fraction, rule.min_px)
-    for (ok, problem), value in zip(checks, values, strict=True):
-        if not ok:
-            raise CrownsamError(None, f"{problem}, got {value!r}")
 
 
 def _read_holdout(
@@ -491,17 +440,12 @@ def export_coco(
     *,
     holdout: str | Path | None = None,
     manual: str | Path | None = None,
-    chip: int = 1024,
-    overlap: float = 0.25,
-    bands: Sequence[int] = (3, 2, 1),
-    val_fraction: float = 0.15,
-    buffer_m: float = 10.0,
-    seed: int = 0,
-    val_block: int = 4,
-    sliver_min_fraction: float = 0.2,
-    sliver_min_px: int = 64,
+    params: ExportParams | None = None,
+    cache_dir: str | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """Export ``ortho`` chips and ``labels`` crowns as COCO train/val(/test) sets into ``out_dir``.
+    """Export ``ortho`` chips and ``labels`` crowns as COCO train/val(/test) sets into ``out_dir``, with
+    :class:`ExportParams` (``changes`` replace its fields by name). Inputs may be paths or ``gs://`` URIs.
 
     Rules (also written to ``export.json["rules"]``):
 
@@ -521,14 +465,23 @@ def export_coco(
     only late check, no training annotation at all, removes the temporary folder); returns the content
     of ``export.json``.
     """
+    p = (params or ExportParams()).replace(**changes)
+    chip, overlap, bands, val_fraction = p.chip, p.overlap, p.bands, p.val_fraction
+    buffer_m, seed, val_block = p.buffer_m, p.seed, p.val_block
+    rule = SliverRule(p.sliver_fraction, p.sliver_px)
     out = Path(out_dir)
-    bands = tuple(int(b) for b in bands)
-    rule = SliverRule(float(sliver_min_fraction), int(sliver_min_px))
-    _check_params(chip, overlap, bands, val_fraction, buffer_m, val_block, rule)
     if manual is not None and holdout is None:
         raise InputError(
             manual, "manual crowns are ground truth for a test area: give the test area too (--holdout)"
         )
+
+    def local(uri: str | Path, what: str) -> Path:
+        return storage.fetch(str(uri), cache_dir, what=what, must_exist=False)
+
+    ortho = local(ortho, "raster")
+    labels = local(labels, "labels")
+    holdout = local(holdout, "test area") if holdout else None
+    manual = local(manual, "manual crowns") if manual else None
     info = raster_info(ortho)
     assert info.crs is not None
     for b in bands:
@@ -625,14 +578,7 @@ def export_coco(
                 "val_blocks": [list(b) for b in plan.val_blocks],
                 "val_fraction_of_candidates": round(len(plan.val) / plan.candidates, 6),
             },
-            "params": {
-                "val_fraction": val_fraction,
-                "val_block": val_block,
-                "seed": seed,
-                "buffer_m": buffer_m,
-                "sliver_min_fraction": rule.min_fraction,
-                "sliver_min_px": rule.min_px,
-            },
+            "params": p.as_dict(),
             "rules": rules_in_words(
                 chip=chip,
                 stride=stride,
@@ -711,3 +657,11 @@ def rules_in_words(
             "file order)"
         ),
     }
+
+
+def test_set_id(coco_dir: str | Path) -> str:
+    """Identity of the held-out test set: sha256 of the exported ``test.json`` (chips + manual crowns)."""
+    path = Path(coco_dir) / "test.json"
+    if not path.is_file():
+        raise InputError(path, "no test split to identify the test set by")
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]

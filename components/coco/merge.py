@@ -29,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from crownsam.coco.export import SPLITS, atomic_dir, check_out_dir
+from crownsam.coco.export import SPLITS, check_out_dir
+from crownsam.common.atomic import atomic_dir
 from crownsam.common.errors import InputError
 
 MERGED_FORMAT = "crownsam-coco-merged/1"
@@ -140,9 +141,10 @@ def merge_exports(
             images: list[dict[str, Any]] = []
             anns: list[dict[str, Any]] = []
             for (name, folder), splits in zip(pairs, cocos, strict=True):
-                coco = splits.get(split)
-                if coco is None:
+                found = splits.get(split)
+                if found is None:
                     continue
+                coco = found
                 id_map: dict[Any, int] = {}
                 for img in coco.get("images", []):
                     new_id = len(images) + 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,3 +45,11 @@ def named_path_arg(text: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"{text!r} must look like NAME=PATH")
     return name, path
+
+
+def parse_value(text: str) -> Any:
+    """A pipeline argument from the command line: JSON when it parses (numbers, booleans), else a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

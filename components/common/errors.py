@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 
@@ -16,3 +18,35 @@ class CrownsamError(Exception):
 
 class InputError(CrownsamError):
     """A bad input file: missing, unreadable, or with content we cannot use."""
+
+
+# Library errors that mean "this input is bad or unreachable", by family. Each ``except`` that turns one into
+# a one-line InputError names its family, so that a programming error (ImportError, TypeError,
+# AttributeError, NameError, ...) is never reported as bad input.
+
+# A file that is not what it claims to be: torch.load raises UnpicklingError, EOFError, zipfile's
+# BadZipFile or RuntimeError ("PytorchStreamReader failed ..."); PIL raises OSError
+# (UnidentifiedImageError) and ValueError; plain I/O raises OSError.
+FILE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    EOFError,
+    RuntimeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+
+
+def mlflow_errors() -> tuple[type[BaseException], ...]:
+    """What an MLflow client raises for a store it cannot reach or a request it refuses."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.RequestException, OSError)
+
+
+def vector_errors() -> tuple[type[BaseException], ...]:
+    """What pyogrio raises for a file it cannot read as vector data (all RuntimeError subclasses)."""
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    return (DataSourceError, DataLayerError, OSError, ValueError)

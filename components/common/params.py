@@ -43,6 +43,7 @@ class Spec:
     le: float | None = None
     lt: float | None = None
     unset: Any = _NO_UNSET  # the pipeline value that stands for None (0, "", ...)
+    cli_required: bool = False  # a required command-line option although the field has a default
 
 
 def param(
@@ -59,6 +60,7 @@ def param(
     le: float | None = None,
     lt: float | None = None,
     unset: Any = _NO_UNSET,
+    cli_required: bool = False,
 ) -> Any:
     """A dataclass field with its :class:`Spec` (``default`` omitted: a required parameter)."""
     spec = Spec(
@@ -73,6 +75,7 @@ def param(
         le=le,
         lt=lt,
         unset=unset,
+        cli_required=cli_required,
     )
     if isinstance(default, (list, dict, set)):
         value = default
@@ -163,8 +166,14 @@ class Params:
     """Base of the step parameter dataclasses (decorate subclasses with ``@dataclass(frozen=True)``)."""
 
     _fields_cache: ClassVar[dict[type, tuple[Field, ...]]] = {}
+    validate_on_init: ClassVar[bool] = True  # False: the owner calls validate() at its entry point
 
     def __post_init__(self) -> None:
+        if self.validate_on_init:
+            self.validate()
+
+    def validate(self) -> None:
+        """Range and choice checks of every field, then :meth:`check`."""
         for f in self.fields():
             _check_value(f, getattr(self, f.name))
         self.check()
@@ -230,12 +239,19 @@ class Params:
 
     @classmethod
     def from_pipeline(cls, **values: Any) -> Self:
-        """Build from pipeline scalars keyed by pipeline name; missing ones keep the default."""
-        by_name = {f.pipeline_name: f for f in cls.pipeline_fields()}
-        unknown = sorted(set(values) - set(by_name))
-        if unknown:
-            raise TypeError(f"{cls.__name__} has no pipeline parameter(s) {', '.join(unknown)}")
-        return cls(**{by_name[k].name: by_name[k].from_pipeline(v) for k, v in values.items()})  # type: ignore[arg-type]
+        """Build from pipeline scalars keyed by pipeline name (converted to library values); other keys
+        must be field names and are taken as they are (paths, tags); missing ones keep the default."""
+        by_pipeline = {f.pipeline_name: f for f in cls.pipeline_fields()}
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in by_pipeline:
+                out[by_pipeline[key].name] = by_pipeline[key].from_pipeline(value)
+            elif key in names:
+                out[key] = value
+            else:
+                raise TypeError(f"{cls.__name__} has no pipeline parameter or field {key!r}")
+        return cls(**out)
 
     def to_pipeline(self) -> dict[str, Any]:
         """Pipeline name -> value as a KFP scalar, for every pipeline parameter."""
@@ -262,7 +278,7 @@ def _check_value(f: Field, value: Any) -> None:
     if value is None:
         if f.optional:
             return
-        raise CrownsamError(None, f"{f.label}: a value is needed")
+        raise CrownsamError(None, f"{f.label} needs a value")
     s = f.spec
     if f.base in (int, float) and (s.ge, s.gt, s.le, s.lt) != (None, None, None, None):
         number_ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -270,17 +286,28 @@ def _check_value(f: Field, value: Any) -> None:
             number_ok = False
         if not number_ok or (isinstance(value, float) and not math.isfinite(value)):
             kind = "an integer" if f.base is int else "a number"
-            raise CrownsamError(None, f"{f.label}: must be {kind}, got {value!r}")
-        for bound, ok, words in (
-            (s.ge, lambda b: value >= b, "at least"),
-            (s.gt, lambda b: value > b, "greater than"),
-            (s.le, lambda b: value <= b, "at most"),
-            (s.lt, lambda b: value < b, "less than"),
-        ):
-            if bound is not None and not ok(bound):
-                raise CrownsamError(None, f"{f.label}: must be {words} {bound:g}, got {value!r}")
+            raise CrownsamError(None, f"{f.label} must be {kind}, got {value!r}")
+        lo_ok = (s.ge is None or value >= s.ge) and (s.gt is None or value > s.gt)
+        hi_ok = (s.le is None or value <= s.le) and (s.lt is None or value < s.lt)
+        if not (lo_ok and hi_ok):
+            raise CrownsamError(None, f"{f.label} must be {range_text(s, f.base)}, got {value!r}")
     if s.choices is not None and value not in s.choices:
         raise CrownsamError(None, f"{f.label}: choose one of {', '.join(map(str, s.choices))}, got {value!r}")
+
+
+def range_text(s: Spec, base: type) -> str:
+    """The allowed range in words: ``a positive integer``, ``in [0, 1)``, ``at least 16``."""
+    lo = (f"[{s.ge:g}" if s.ge is not None else f"({s.gt:g}") if (s.ge, s.gt) != (None, None) else None
+    hi = (f"{s.le:g}]" if s.le is not None else f"{s.lt:g})") if (s.le, s.lt) != (None, None) else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if hi:
+        return f"at most {s.le:g}" if s.le is not None else f"less than {s.lt:g}"
+    if base is int and (s.ge == 1 or s.gt == 0):
+        return "a positive integer"
+    if s.gt == 0:
+        return "a positive number"
+    return f"at least {s.ge:g}" if s.ge is not None else f"greater than {s.gt:g}"
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -300,22 +327,23 @@ def add_options(
     only: Iterable[str] | None = None,
     skip: Iterable[str] = (),
     prefix: str = "",
-    defaults: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> None:
-    """Add one option per parameter of ``cls`` (those in ``only``, minus ``skip``). Options that are not
-    given leave no attribute (the dataclass default applies in :meth:`Params.from_args`); ``defaults``
-    overrides a default shown in the help and used by ``from_args``."""
+    """Add one option per parameter of ``cls`` (those in ``only``, minus ``skip``; ``flags`` renames
+    options, e.g. where two classes share a flag in one command). Options that are not given leave no
+    attribute: the dataclass default applies in :meth:`Params.from_args`."""
     wanted = set(only) if only is not None else None
     for f in cls.fields():
         if f.spec.flag == "" or f.name in skip or (wanted is not None and f.name not in wanted):
             continue
-        default = (defaults or {}).get(f.name, f.default)
-        shown = dataclasses.replace(f, default=default)
-        kwargs: dict[str, Any] = {"help": f.spec.help + _default_text(shown)}
+        if flags and f.name in flags:
+            f = dataclasses.replace(f, spec=dataclasses.replace(f.spec, flag=flags[f.name]))
+        default = f.default
+        kwargs: dict[str, Any] = {"help": f.spec.help + _default_text(f)}
         positional = not f.flag.startswith("-")
         if not positional:
             kwargs["dest"] = prefix + f.name
-            kwargs["default"] = argparse.SUPPRESS if f.name not in (defaults or {}) else default
+            kwargs["default"] = argparse.SUPPRESS
         if f.spec.metavar:
             kwargs["metavar"] = f.spec.metavar
         if f.base is bool:
@@ -324,7 +352,7 @@ def add_options(
             kwargs["type"] = f.spec.parse or _parser_for(f)
             if f.spec.choices is not None and f.spec.parse is None:
                 kwargs["choices"] = f.spec.choices
-            if not positional and f.required:
+            if not positional and (f.required or f.spec.cli_required):
                 kwargs["required"] = True
         parser.add_argument(f.flag, **kwargs)
 

@@ -48,6 +48,18 @@ class _Truncated(OSError):
     """The server closed the connection before sending the whole body."""
 
 
+def remote_errors() -> tuple[type[BaseException], ...]:
+    """What reaching a bucket or a server can raise: connection and HTTP errors (OSError covers refused,
+    reset, timeouts and unresolvable hosts), truncated bodies, Google API and credential errors, a missing
+    object (:class:`_Missing`), and ValueError for malformed URIs. Anything else is a programming error."""
+    import requests
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    return (OSError, ValueError, LookupError, http.client.HTTPException, requests.RequestException,
+            GoogleAPIError, GoogleAuthError)  # fmt: skip
+
+
 class _Missing(LookupError):
     """No such bucket or object (the message is the short reason)."""
 
@@ -64,18 +76,24 @@ def default_cache_dir() -> Path:
 
 
 def fetch(
-    uri: str, cache_dir: str | Path | None = None, *, what: str = "file", retry_s: float | None = None
+    uri: str,
+    cache_dir: str | Path | None = None,
+    *,
+    what: str = "file",
+    retry_s: float | None = None,
+    must_exist: bool = True,
 ) -> Path:
     """Return a local path holding the content of ``uri``, downloading remote files into the cache.
 
-    Local paths and ``file://`` URIs are returned as they are (they must exist). ``retry_s`` overrides
+    Local paths and ``file://`` URIs are returned as they are (they must exist, unless ``must_exist`` is
+    False: then the reader that opens them says what is wrong). ``retry_s`` overrides
     :data:`RETRY_TOTAL_S`, the backoff budget for transient errors (connection reset, 408/429/5xx).
     """
     uri = str(uri)
     scheme = _scheme(uri)
     if scheme not in ("gs", "http", "https"):
         path = _local_path(uri)
-        if not path.exists():
+        if must_exist and not path.exists():
             raise InputError(uri, f"{what} not found")
         return path
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -84,7 +102,7 @@ def fetch(
         if scheme == "gs":
             return _fetch_gs(uri, cache, budget)
         return _fetch_http(uri, cache, budget)
-    except Exception as exc:
+    except remote_errors() as exc:
         raise InputError(uri, f"cannot fetch {what}: {_reason(exc)}") from exc
 
 
@@ -111,7 +129,7 @@ def upload(local: str | Path, uri: str) -> str:
         else:
             with atomic_path(_local_path(uri)) as tmp:
                 shutil.copyfile(src, tmp)
-    except Exception as exc:
+    except remote_errors() as exc:
         raise InputError(uri, f"cannot upload {local}: {_reason(exc)}") from exc
     return uri
 
@@ -130,7 +148,7 @@ def fingerprint(uri: str) -> str:
         return _sha256(path)
     try:
         blob = _gs_blob(uri, RETRY_TOTAL_S)
-    except Exception as exc:
+    except remote_errors() as exc:
         raise InputError(uri, f"cannot fingerprint: {_reason(exc)}") from exc
     return _gs_fingerprint(blob.generation, blob.md5_hash, blob.crc32c)
 
@@ -149,7 +167,7 @@ def exists(uri: str) -> bool:
             return _retrying(lambda: blob.exists(retry=None, timeout=TIMEOUT_S), RETRY_TOTAL_S)
         if scheme in ("http", "https"):
             return _retrying(lambda: _http_exists(uri), RETRY_TOTAL_S)
-    except Exception as exc:
+    except remote_errors() as exc:
         raise InputError(uri, f"cannot check existence: {_reason(exc)}") from exc
     return _local_path(uri).exists()
 
@@ -355,7 +373,7 @@ def _retrying(call: Callable[[], T], budget_s: float) -> T:
     while True:
         try:
             return call()
-        except Exception as exc:
+        except Exception as exc:  # classified below; re-raised unless transient
             if not _is_transient(exc) or slept + delay > budget_s:
                 raise
         time.sleep(delay)
@@ -371,8 +389,9 @@ def _reason(exc: BaseException) -> str:
     for e in chain:
         if isinstance(e, urllib.error.HTTPError):
             return f"HTTP {e.code} {e.reason}"
-        if type(e).__module__.startswith("google.api_core") and getattr(e, "code", None):
-            return f"HTTP {int(e.code)} {getattr(e.code, 'phrase', '')}".rstrip()
+        code = getattr(e, "code", None)
+        if type(e).__module__.startswith("google.api_core") and code:
+            return f"HTTP {int(code)} {getattr(code, 'phrase', '')}".rstrip()
     for kind, text in (
         (ConnectionRefusedError, "connection refused"),
         (socket.gaierror, "cannot resolve host"),
@@ -405,7 +424,7 @@ def read_bytes(uri: str) -> bytes:
         try:
             blob = _gs_blob(uri, RETRY_TOTAL_S)
             return _retrying(lambda: blob.download_as_bytes(retry=None, timeout=TIMEOUT_S), RETRY_TOTAL_S)
-        except Exception as exc:
+        except remote_errors() as exc:
             raise InputError(uri, f"cannot read: {_reason(exc)}") from exc
     path = _local_path(uri)
     if not path.is_file():
@@ -420,7 +439,7 @@ def write_bytes(uri: str, data: bytes) -> str:
         blob = _gcs_client().bucket(bucket).blob(key)
         try:
             _retrying(lambda: blob.upload_from_string(data, retry=None, timeout=TIMEOUT_S), RETRY_TOTAL_S)
-        except Exception as exc:
+        except remote_errors() as exc:
             raise InputError(uri, f"cannot write: {_reason(exc)}") from exc
         return uri
     with atomic_path(_local_path(uri)) as tmp:
@@ -438,7 +457,7 @@ def list_prefix(uri: str) -> list[str]:
                 lambda: list(_gcs_client().list_blobs(bucket, prefix=prefix, retry=None, timeout=TIMEOUT_S)),
                 RETRY_TOTAL_S,
             )
-        except Exception as exc:
+        except remote_errors() as exc:
             raise InputError(uri, f"cannot list: {_reason(exc)}") from exc
         return sorted(f"gs://{bucket}/{b.name}" for b in blobs)
     root = _local_path(uri)
@@ -452,7 +471,8 @@ def delete_prefix(uri: str) -> int:
         client = _gcs_client()
         for item in items:
             bucket, key = _split_gs(item)
-            _retrying(lambda b=bucket, k=key: client.bucket(b).blob(k).delete(retry=None), RETRY_TOTAL_S)
+            blob = client.bucket(bucket).blob(key)
+            _retrying(functools.partial(blob.delete, retry=None), RETRY_TOTAL_S)
     else:
         shutil.rmtree(_local_path(uri), ignore_errors=True)
     return len(items)

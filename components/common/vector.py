@@ -13,7 +13,7 @@ import shapely
 from pyproj import CRS
 
 from crownsam.common.atomic import atomic_path
-from crownsam.common.errors import InputError
+from crownsam.common.errors import InputError, vector_errors
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def read_polygons(path: str | Path, what: str = "polygons") -> gpd.GeoDataFrame:
         raise InputError(path, f"{what} file not found")
     try:
         gdf = gpd.read_file(p)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
+    except vector_errors() as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(path, f"not a readable vector file ({first})") from exc
     if len(gdf) == 0:
@@ -96,15 +96,33 @@ def ensure_ids(gdf: gpd.GeoDataFrame, path: str | Path, report: ReadReport) -> g
     return gdf
 
 
-def largest_polygon(geom: shapely.Geometry) -> shapely.Polygon:
-    """The largest polygon inside any (multi/collection) geometry; an empty polygon if there is none."""
+def polygon_parts(geom: shapely.Geometry | None) -> list[shapely.Polygon]:
+    """The polygons with area inside any geometry (collections searched; lines and points dropped)."""
+    if geom is None:
+        return []
     parts, stack = [], [geom]
     while stack:
         g = stack.pop()
-        if g.geom_type == "Polygon" and not g.is_empty:
-            parts.append(g)
+        if g.geom_type == "Polygon":
+            if g.area > 0:
+                parts.append(g)
         elif hasattr(g, "geoms"):
-            stack.extend(g.geoms)
+            stack.extend(reversed(list(g.geoms)))
+    return parts
+
+
+def polygonal(geom: shapely.Geometry | None) -> shapely.Geometry:
+    """The polygonal part of any geometry (e.g. a ``make_valid`` result or an intersection): one Polygon,
+    their union as a MultiPolygon, or an empty Polygon when there is none."""
+    parts = polygon_parts(geom)
+    if not parts:
+        return shapely.Polygon()
+    return parts[0] if len(parts) == 1 else shapely.union_all(parts)
+
+
+def largest_polygon(geom: shapely.Geometry | None) -> shapely.Polygon:
+    """The largest polygon inside any geometry; an empty (falsy) Polygon if there is none."""
+    parts = polygon_parts(geom)
     return max(parts, key=lambda q: q.area) if parts else shapely.Polygon()
 
 

@@ -8,7 +8,7 @@ from crownsam.common.cli_util import named_path_arg
 
 
 def run(args: argparse.Namespace) -> int:
-    from crownsam.comparison.steps import compare_step
+    from crownsam.comparison.api import compare_step
 
     r = compare_step(
         args.labels_eval,

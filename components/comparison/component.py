@@ -15,7 +15,7 @@ def compare_op(
     manual_uri: str,
     test_area_uri: str,
     registered_model_name: str,
-    tracking_uri: str,
+    mlflow_tracking_uri: str,
     flight_id: str,
     ortho_fingerprint: str,
     manual_fingerprint: str,
@@ -29,9 +29,9 @@ def compare_op(
     """One report (HTML + Markdown), flat metrics, and the registry decision (JSON)."""
     import shutil
 
-    from crownsam.common.images import CPU_IMAGE, GPU_IMAGE
-    from crownsam.comparison.steps import compare_step
-    from crownsam.evaluation.steps import UNTRAINED_BANNER
+    from crownsam.common.provenance import image_ref
+    from crownsam.comparison.api import compare_step
+    from crownsam.pseudolabel.params import UNTRAINED_BANNER
 
     r = compare_step(
         label_eval.path,
@@ -40,12 +40,12 @@ def compare_op(
         manual_uri=manual_uri,
         test_area_uri=test_area_uri,
         register_name=registered_model_name,
-        tracking_uri=tracking_uri,
+        tracking_uri=mlflow_tracking_uri,
         tags={
             "flight_id": flight_id,
             "ortho_fingerprint": ortho_fingerprint,
             "manual_fingerprint": manual_fingerprint,
-            "image_tag": f"{CPU_IMAGE} {GPU_IMAGE}",
+            "image": image_ref(),
             "kfp_run_id": kfp_run_id,
         },
         banner=UNTRAINED_BANNER if untrained else None,

@@ -9,13 +9,17 @@ tags saying why.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from crownsam.common.errors import mlflow_errors
+from crownsam.common.tracking import using_tracking_uri
+
 log = logging.getLogger(__name__)
+
+REGISTERED_MODEL = "crownsam-maskrcnn"  # the default registered model name
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -91,26 +95,6 @@ def _num(x: float | None) -> float:
     return -math.inf if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-@contextlib.contextmanager
-def tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for the block, then restore exactly what was there before:
-    the process-wide URI (possibly unset) and ``MLFLOW_TRACKING_URI``, which ``set_tracking_uri`` also
-    writes. (MLflow's own ``_use_tracking_uri`` unsets that variable when no URI had been set.)"""
-    import os
-
-    import mlflow
-    from mlflow.tracking._tracking_service import utils
-
-    raw, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(raw)  # None unsets the variable ...
-        if env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = env  # ... so put back the caller's own
-
-
 def current_champion(client, name: str) -> tuple[str | None, dict[str, str]]:
     """The version holding the ``champion`` alias and its tags, or (None, {})."""
     from mlflow.exceptions import MlflowException
@@ -161,11 +145,13 @@ def register_and_promote(
     versions: dict[str, str] = {}
     for c in candidates:
         try:
-            with tracking_uri(client.tracking_uri):  # the fluent API reads the global URI, not the client's
+            with using_tracking_uri(
+                client.tracking_uri
+            ):  # the fluent API reads the global URI, not the client's
                 mv = mlflow.register_model(
                     f"runs:/{c.run_id}/model", name, tags=tags | {"label_source": c.source}
                 )
-        except Exception as exc:  # MLflow raises several types
+        except mlflow_errors() as exc:
             raise CrownsamError(None, f"cannot register run {c.run_id} as {name}: {exc}") from exc
         versions[c.source] = str(mv.version)
         client.set_model_version_tag(name, mv.version, "test_set", test_set)

@@ -44,11 +44,13 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
+from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
-from crownsam.common.errors import InputError
+from crownsam.common.errors import InputError, vector_errors
 from crownsam.common.vector import read_polygons
 from crownsam.evaluation import stats
 from crownsam.evaluation.match import TREE_ID, Layer, clean_layer, inside_fraction, match_crowns, working_crs
+from crownsam.evaluation.params import DEFAULT_TITLE, EvaluateParams
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,6 @@ PER_TREE_COLUMNS = (
 OUTPUT_FILES = {"per_tree": "per_tree.csv", "metrics": "metrics.json", "report": "report.html"}
 INSIDE_MIN = 0.5  # a label counts for precision when at least this fraction of its area is inside the area
 NAME_RE = re.compile(r"^[A-Za-z0-9_.]+$")
-DEFAULT_TITLE = "crownsam label evaluation"
 
 
 @dataclass
@@ -345,7 +346,7 @@ def read_labels(path: str, name: str) -> gpd.GeoDataFrame:
 
         try:
             empty = pyogrio.read_info(p)["features"] == 0
-        except Exception:  # unreadable: read_polygons below says so in one line
+        except vector_errors():  # unreadable: read_polygons below says so in one line
             empty = False
         if empty:
             return gpd.read_file(p)
@@ -360,31 +361,35 @@ def evaluate_files(
     ortho: str | None = None,
     banner: str | None = None,
     *,
-    title: str = DEFAULT_TITLE,
-    rgb_bands: Sequence[int] = (3, 2, 1),
+    params: EvaluateParams | None = None,
     label_id_column: str = "segment_id",
-    n_boot: int = 2000,
-    seed: int = 0,
+    cache_dir: str | None = None,
 ) -> Evaluation:
-    """Read the files, evaluate, write ``per_tree.csv``, ``metrics.json`` and ``report.html`` into
-    ``out_dir`` (together or not at all) and log the notes as warnings. Every input is validated before
-    any computation: a bad one raises :class:`InputError` and nothing is written."""
+    """Read the files (paths or ``gs://`` URIs), evaluate, write ``per_tree.csv``, ``metrics.json`` and
+    ``report.html`` into ``out_dir`` (together or not at all) and log the notes as warnings. Every input is
+    validated before any computation: a bad one raises :class:`InputError` and nothing is written."""
+    p = params or EvaluateParams()
     names = list(labels)
     check_names(names)
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise InputError(out_dir, "output folder is a file")
-    man = read_polygons(manual, "manual crowns")
-    sets = {name: read_labels(path, name) for name, path in labels.items()}
-    area_gdf = read_polygons(area, "test area") if area else None
-    if ortho:
+
+    def local(uri: str, what: str) -> str:
+        return str(storage.fetch(uri, cache_dir, what=what, must_exist=False))
+
+    man = read_polygons(local(manual, "manual crowns"), "manual crowns")
+    sets = {name: read_labels(local(path, f"labels ({name})"), name) for name, path in labels.items()}
+    area_gdf = read_polygons(local(area, "test area"), "test area") if area else None
+    ortho_local = local(ortho, "raster") if ortho else None
+    if ortho_local:
         from crownsam.common.raster import check_rgb_bands, raster_info
 
-        check_rgb_bands(raster_info(ortho), rgb_bands)
-    sources = {"manual": str(manual), **{n: f"{p} ({n})" for n, p in labels.items()}}
+        check_rgb_bands(raster_info(ortho_local), p.rgb_bands)
+    sources = {"manual": str(manual), **{n: f"{path} ({n})" for n, path in labels.items()}}
     if area:
         sources["area"] = str(area)
     ev = evaluate_label_sets(
-        man, sets, area_gdf, label_id_column=label_id_column, n_boot=n_boot, seed=seed, sources=sources
+        man, sets, area_gdf, label_id_column=label_id_column, n_boot=p.n_boot, seed=p.seed, sources=sources
     )
     write_evaluation(
         ev,
@@ -392,10 +397,10 @@ def evaluate_files(
         manual=man,
         label_sets=sets,
         area=area_gdf,
-        ortho=ortho,
-        title=title,
+        ortho=ortho_local,
+        title=p.title,
         banner=banner,
-        rgb_bands=rgb_bands,
+        rgb_bands=p.rgb_bands,
         sources=sources,
     )
     for note in ev.notes:

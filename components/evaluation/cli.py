@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from crownsam.common.cli_util import bands_arg, named_path_arg
+from crownsam.common.cli_util import named_path_arg
+from crownsam.common.params import add_options
+from crownsam.evaluation.params import EvaluateParams
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,10 +26,8 @@ def run(args: argparse.Namespace) -> int:
         area=args.area,
         ortho=args.ortho,
         banner=args.banner,
-        title=args.title,
-        rgb_bands=args.rgb_bands,
-        n_boot=args.n_boot,
-        seed=args.seed,
+        params=EvaluateParams.from_args(args),
+        cache_dir=args.cache_dir,
     )
     m = ev.metrics
 
@@ -70,14 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--area", help="test area polygon(s): evaluate crowns whose centroid lies inside")
     e.add_argument("--ortho", help="orthophoto GeoTIFF drawn under the outlines in the report")
     e.add_argument("--out", required=True, help="output folder (per_tree.csv, metrics.json, report.html)")
-    e.add_argument(
-        "--rgb-bands",
-        type=bands_arg,
-        default=(3, 2, 1),
-        help="1-based R,G,B bands of --ortho (default 3,2,1)",
-    )
     e.add_argument("--banner", help="a warning shown at the top of the report")
-    e.add_argument("--title", default="crownsam label evaluation", help="report title")
-    e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    e.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_options(e, EvaluateParams)
+    e.add_argument("--cache-dir", help="download cache for gs:// inputs")
     e.set_defaults(func=run)

@@ -20,18 +20,29 @@ def evaluate_labels_op(
     results: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[HTML],
+    rgb_bands: str = "3,2,1",
 ):
-    """Per-tree Jaccard (CSV), metrics (JSON and the KFP Metrics view) and the HTML report."""
-    from crownsam.evaluation.steps import evaluate_step
+    """Per-tree Jaccard (CSV), metrics (JSON and the KFP Metrics view) and the HTML report; parameters:
+    ``EvaluateParams``."""
+    import math
+    import shutil
+    from pathlib import Path
 
-    values = evaluate_step(
+    from crownsam.common.artifacts import label_file
+    from crownsam.evaluation.api import evaluate_files
+    from crownsam.evaluation.params import EvaluateParams
+    from crownsam.pseudolabel.params import UNTRAINED_BANNER
+
+    ev = evaluate_files(
         manual_uri,
-        test_area_uri,
-        ortho_uri,
-        {"coarse": coarse.path, "pseudo": pseudo.path},
+        {"coarse": label_file(coarse.path), "pseudo": label_file(pseudo.path)},
         results.path,
-        report.path,
-        untrained=untrained,
+        area=test_area_uri or None,
+        ortho=ortho_uri or None,
+        banner=UNTRAINED_BANNER if untrained else None,
+        params=EvaluateParams.from_pipeline(rgb_bands=rgb_bands),
     )
-    for key, value in values.items():
-        metrics.log_metric(key, value)
+    shutil.copyfile(Path(results.path) / "report.html", report.path)
+    for key, value in ev.metrics.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            metrics.log_metric(key, float(value))

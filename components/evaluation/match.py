@@ -14,7 +14,7 @@ from pyproj import CRS
 from scipy.optimize import linear_sum_assignment
 
 from crownsam.common.errors import InputError
-from crownsam.common.vector import crs_label, same_crs
+from crownsam.common.vector import crs_label, polygonal, same_crs
 
 TREE_ID = "tree_id"
 
@@ -24,27 +24,6 @@ def jaccard(a: shapely.Geometry, b: shapely.Geometry) -> float:
     inter = shapely.area(shapely.intersection(a, b))
     union = shapely.area(a) + shapely.area(b) - inter
     return float(inter / union) if union > 0 else 0.0
-
-
-def polygonal(geom: shapely.Geometry | None) -> shapely.Geometry:
-    """The polygonal part of any geometry (polygons of collections kept, lines and points dropped), as a
-    Polygon or MultiPolygon; an empty Polygon when there is none."""
-    if geom is None or geom.is_empty:
-        return shapely.Polygon()
-    if geom.geom_type in ("Polygon", "MultiPolygon"):
-        return geom
-    parts = [p for p in shapely.get_parts(geom) if not p.is_empty]
-    polys = []
-    for p in parts:
-        if p.geom_type == "Polygon":
-            polys.append(p)
-        elif p.geom_type in ("MultiPolygon", "GeometryCollection"):
-            sub = polygonal(p)
-            if not sub.is_empty:
-                polys.append(sub)
-    if not polys:
-        return shapely.Polygon()
-    return polys[0] if len(polys) == 1 else shapely.union_all(polys)
 
 
 @dataclass

@@ -93,13 +93,13 @@ def read_ortho_window(
     raw = np.ma.getdata(data).astype(np.float64)
     lo, hi = np.percentile(raw[:, valid], STRETCH_PCT)  # one stretch for the three bands: keeps the hues
     stretch = [(float(lo), float(hi) if hi > lo else float(lo) + 1.0)] * raw.shape[0]
-    return apply_stretch(raw, stretch, valid), (left, right, bottom, top), crs
+    return apply_stretch(raw, stretch, np.asarray(valid)), (left, right, bottom, top), crs
 
 
 # --- figures ----------------------------------------------------------------------------------------------
 
 
-def _rings(geoms: Sequence[shapely.Geometry]) -> list[np.ndarray]:
+def _rings(geoms: Sequence[shapely.Geometry] | np.ndarray) -> list[np.ndarray]:
     """Exterior and interior rings of (multi)polygons as coordinate arrays, for a LineCollection."""
     out = []
     for g in geoms:
@@ -201,7 +201,7 @@ def histogram_figure(table: pd.DataFrame, colors: dict[str, str]) -> Figure:
     """Distribution of per-tree J for each label set (bins of 0.05), with each mean as a dashed line."""
     fig = Figure(figsize=(5.6, 4.6))
     ax = fig.add_axes((0.12, 0.13, 0.84, 0.76))
-    bins = np.linspace(0, 1, 21)
+    bins = np.linspace(0, 1, 21).tolist()
     for name in table.columns:
         v = table[name].to_numpy()
         ax.hist(v, bins=bins, color=colors[name], alpha=0.28, lw=0)
@@ -526,7 +526,7 @@ def build_report(
     return "\n".join(parts)
 
 
-def _to_crs(geoms: Sequence[shapely.Geometry], src: CRS | None, dst: CRS | None) -> np.ndarray:
+def _to_crs(geoms: Sequence[shapely.Geometry] | np.ndarray, src: CRS | None, dst: CRS | None) -> np.ndarray:
     """Geometries reprojected from ``src`` to ``dst`` (unchanged when either is None or they are equal)."""
     arr = np.asarray(list(geoms), dtype=object)
     if src is None or dst is None or same_crs(src, dst) or len(arr) == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from crownsam.chm.segment import ChmParams
 from crownsam.common import storage
 from crownsam.common.errors import InputError
 from crownsam.common.vector import ReadReport, ensure_ids, read_polygons, write_gpkg
@@ -12,7 +13,7 @@ from crownsam.common.vector import ReadReport, ensure_ids, read_polygons, write_
 log = logging.getLogger(__name__)
 
 
-def prepare_segments(coarse_uri: str, chm_uri: str, out: str, **chm_options) -> dict:
+def prepare_segments(coarse_uri: str, chm_uri: str, out: str, chm: ChmParams | None = None) -> dict:
     """Write the flight's coarse segments to ``out`` (GeoPackage, layer ``segments``, with
     ``segment_id``): a copy of ``coarse_uri`` when given, else crowns segmented from ``chm_uri``."""
     if coarse_uri:
@@ -25,6 +26,6 @@ def prepare_segments(coarse_uri: str, chm_uri: str, out: str, **chm_options) -> 
     from crownsam.chm.blocks import segment_chm_file
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    summary = segment_chm_file(str(storage.fetch(chm_uri, what="CHM")), out, **chm_options)
+    summary = segment_chm_file(str(storage.fetch(chm_uri, what="CHM")), out, chm)
     log.info("segmented %d crowns from the CHM %s", summary["crowns"], chm_uri)
     return {"source": "chm", "uri": chm_uri, "segments": summary["crowns"]} | summary

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crownsam.common import storage
-from crownsam.common.errors import CrownsamError
+from crownsam.common.errors import CrownsamError, mlflow_errors
 from crownsam.flights.catalog import Flight
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,7 @@ class FlightState:
                     from crownsam.training.tracking import experiment_id
 
                     self._experiment_id = experiment_id(self.experiment, self.tracking_uri)
-            except CrownsamError:
-                raise
-            except Exception as exc:
+            except mlflow_errors() as exc:
                 raise CrownsamError(self.tracking_uri, f"cannot reach MLflow ({_one_line(exc)})") from exc
         return self._experiment_id
 
@@ -162,7 +160,7 @@ class FlightState:
                     [exp], filter_string=filter_string, max_results=1000, page_token=token,
                     order_by=["attributes.start_time DESC"],
                 )  # fmt: skip
-            except Exception as exc:
+            except mlflow_errors() as exc:
                 raise CrownsamError(
                     self.tracking_uri, f"cannot search MLflow runs ({_one_line(exc)})"
                 ) from exc
@@ -220,7 +218,7 @@ class FlightState:
         }
         try:
             run = self.client.create_run(exp, tags=all_tags, run_name=f"pseudolabels {inputs.flight_id}")
-        except Exception as exc:
+        except mlflow_errors() as exc:
             raise CrownsamError(self.tracking_uri, f"cannot create an MLflow run ({_one_line(exc)})") from exc
         return run.info.run_id
 
@@ -249,7 +247,7 @@ class FlightState:
         try:
             self.client.set_tag(run_id, "crownsam.failure", reason[:4000])
             self.client.set_terminated(run_id, "FAILED")
-        except Exception as exc:  # pragma: no cover - MLflow down while handling another error
+        except mlflow_errors() as exc:  # MLflow down while handling another error
             log.warning("could not mark MLflow run %s FAILED: %s", run_id, _one_line(exc))
 
     # -- retraining ---------------------------------------------------------------------------------

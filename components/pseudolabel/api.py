@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import InputError
 from crownsam.common.vector import read_segments
+from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 from crownsam.pseudolabel.predictor import BoxPredictor
 from crownsam.pseudolabel.resume import WindowStore, run_key
 from crownsam.pseudolabel.run import pseudolabel_plan, summarize
+from crownsam.tiling.params import TileParams
 from crownsam.tiling.plan import Plan, check_plan_matches, effective_shards, plan_from_files, shard_plan
 
 log = logging.getLogger(__name__)
@@ -27,24 +29,19 @@ LAYER = "pseudolabels"
 
 @dataclass
 class PseudolabelRequest:
-    """Everything ``crownsam pseudolabel`` takes, as plain values (paths or gs:// URIs)."""
+    """One pseudolabel run: where things are (paths or gs:// URIs), which SAM2, and how to label."""
 
     ortho: str
     segments: str
     out: str
     plan: str | None = None
     shard: tuple[int, int] | None = None
-    model: str = "sam2.1_hiera_t"
-    checkpoint: str | None = None
-    untrained: bool = False
-    rgb_bands: tuple[int, ...] | None = None  # None: the plan's, or 3,2,1
-    device: str = "auto"
-    batch_size: int = 16
     summary: str | None = None
-    fix_geometries: bool = False
     cache_dir: str | None = None
     progress: bool = True
     resume_dir: str | None = None  # None: OUT + ".parts"; "" disables resuming
+    sam2: Sam2Params = field(default_factory=Sam2Params)
+    params: PseudolabelParams = field(default_factory=PseudolabelParams)
 
 
 def summary_path(req: PseudolabelRequest) -> str:
@@ -64,25 +61,25 @@ def prepare(req: PseudolabelRequest) -> tuple[Plan, object, str]:
     local orthophoto path."""
     if not str(req.out).lower().endswith(".gpkg"):
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
-    if req.batch_size < 1:
-        raise InputError(None, f"--batch-size must be >= 1, got {req.batch_size}")
     ortho = str(storage.fetch(req.ortho, req.cache_dir, what="raster"))
     segments = str(storage.fetch(req.segments, req.cache_dir, what="segments file"))
     if req.plan:
         plan_local = str(storage.fetch(req.plan, req.cache_dir, what="window plan"))
         plan = Plan.load(plan_local)
         check_plan_matches(plan, req.plan, ortho, segments)
-        if req.rgb_bands is not None and tuple(req.rgb_bands) != tuple(plan.rgb_bands):
+        bands = req.params.rgb_bands
+        if bands is not None and tuple(bands) != tuple(plan.rgb_bands):
             raise InputError(
                 req.plan,
                 f"plan was made for --rgb-bands {','.join(map(str, plan.rgb_bands))}; re-run tile for "
-                f"{','.join(map(str, req.rgb_bands))}",
+                f"{','.join(map(str, bands))}",
             )
-        gdf, report = read_segments(segments, plan.crs, fix_geometries=req.fix_geometries)
+        gdf, report = read_segments(segments, plan.crs, fix_geometries=req.params.fix_geometries)
     else:
-        plan, gdf, report = plan_from_files(
-            ortho, segments, rgb_bands=req.rgb_bands or (3, 2, 1), fix_geometries=req.fix_geometries
+        tile = TileParams(
+            rgb_bands=req.params.rgb_bands or (3, 2, 1), fix_geometries=req.params.fix_geometries
         )
+        plan, gdf, report = plan_from_files(ortho, segments, tile)
         plan.segments = req.segments
     plan.ortho = req.ortho
     for note in report.notes:
@@ -105,23 +102,19 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: BoxPredictor | None = No
     plan, segments, ortho = prepare(req)
     extra: dict = {"rgb_bands": list(plan.rgb_bands), "plan": req.plan}
     if predictor is None:
-        from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model, resolve_device
+        from crownsam.pseudolabel.sam2_model import sam2_box_predictor
 
-        device = resolve_device(req.device)
-        net = build_sam2_model(
-            req.model, req.checkpoint, untrained=req.untrained, device=device, cache_dir=req.cache_dir
-        )
-        predictor = Sam2BoxPredictor(net, name=req.model, untrained=req.untrained)
-        extra |= {"device": str(device), "checkpoint": req.checkpoint}
+        predictor = sam2_box_predictor(req.sam2, req.cache_dir)
+        extra |= {"device": str(getattr(predictor, "device", "")), "checkpoint": req.sam2.checkpoint}
     parts = resume_uri(req)
-    key = run_key(plan, predictor.name, req.checkpoint, predictor.untrained, req.batch_size)
+    key = run_key(plan, predictor.name, req.sam2.checkpoint, predictor.untrained, req.params.batch_size)
     store = WindowStore(storage.join(parts, key), key) if parts else None
     result = pseudolabel_plan(
         plan,
         segments,
         predictor,
         ortho_path=ortho,
-        batch_size=req.batch_size,
+        batch_size=req.params.batch_size,
         progress=req.progress,
         store=store,
     )
@@ -149,9 +142,8 @@ def pseudolabel_shard_artifact(
     out_uri: str,
     shard: int,
     shards: int,
-    model: str,
-    checkpoint: str,
-    untrained: bool,
+    sam2: Sam2Params,
+    params: PseudolabelParams,
 ) -> dict:
     """The KFP step: one shard into the folder ``out_dir`` (pseudolabels.gpkg + summary); finished windows
     are kept under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task)."""
@@ -163,10 +155,9 @@ def pseudolabel_shard_artifact(
         out=str(Path(out_dir) / ARTIFACT_LABELS),
         plan=plan,
         shard=(shard, shards),
-        model=model,
-        checkpoint=checkpoint or None,
-        untrained=untrained,
         progress=False,
         resume_dir=str(out_uri).rstrip("/") + ".parts",
+        sam2=sam2,
+        params=params,
     )
     return run_pseudolabel(req)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from crownsam.common.cli_util import bands_arg, shard_arg
+from crownsam.common.cli_util import shard_arg
+from crownsam.common.params import add_options
+from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
+
+
+def add_sam2_options(p: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """``--model``, ``--checkpoint`` | ``--untrained`` (mutually exclusive) and ``--device``."""
+    add_options(p, Sam2Params, only=("model",))
+    add_options(p.add_mutually_exclusive_group(), Sam2Params, only=("checkpoint", "untrained"))
+    if device:
+        add_options(p, Sam2Params, only=("device",))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,17 +27,12 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         plan=args.plan,
         shard=args.shard,
-        model=args.model,
-        checkpoint=args.checkpoint,
-        untrained=args.untrained,
-        rgb_bands=args.rgb_bands,
-        device=args.device,
-        batch_size=args.batch_size,
         summary=args.summary,
-        fix_geometries=args.fix_geometries,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         resume_dir=args.resume_dir,
+        sam2=Sam2Params.from_args(args),
+        params=PseudolabelParams.from_args(args),
     )
     s = run_pseudolabel(req)
     print(
@@ -53,17 +58,9 @@ def add_pseudolabel_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="pseudolabels GeoPackage to write (path or gs://)")
     s.add_argument("--plan", help="window plan from `crownsam tile` (made here if omitted)")
     s.add_argument("--shard", type=shard_arg, help="process only shard I of N of the plan, e.g. 0/4")
-    s.add_argument("--model", default="sam2.1_hiera_t", help="sam2.1_hiera_t|s|b+|l (default t)")
-    w = s.add_mutually_exclusive_group()
-    w.add_argument("--checkpoint", help="SAM2 weights: local path, gs://bucket/key or https:// URL (cached)")
-    w.add_argument("--untrained", action="store_true", help="random weights: plumbing and speed only")
-    s.add_argument(
-        "--rgb-bands", type=bands_arg, default=None, help="1-based R,G,B bands (default 3,2,1, or the plan's)"
-    )
-    s.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
-    s.add_argument("--batch-size", type=int, default=16, help="boxes per decoder call (default 16)")
+    add_sam2_options(s)
+    add_options(s, PseudolabelParams)
     s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
-    s.add_argument("--fix-geometries", action="store_true", help="repair invalid and multi-part polygons")
     s.add_argument("--cache-dir", help="checkpoint cache (default $CROWNSAM_CACHE or ~/.cache/crownsam)")
     s.add_argument(
         "--resume-dir",

@@ -18,15 +18,17 @@ def pseudolabel_op(
     shard: int,
     shards: int,
     labels: Output[Dataset],
-    model: str = "sam2.1_hiera_t",
-    checkpoint: str = "",
+    sam2_model: str = "sam2.1_hiera_t",
+    sam2_checkpoint: str = "",
     untrained: bool = False,
 ):
     """Pseudolabel shard ``shard`` of ``shards``; writes a folder with pseudolabels.gpkg + summary.
+    Parameters: ``Sam2Params`` and ``PseudolabelParams``.
 
     Finished windows are kept beside the output (``<labels>.parts``) so a retried task resumes.
     """
     from crownsam.pseudolabel.api import pseudolabel_shard_artifact
+    from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 
     pseudolabel_shard_artifact(
         ortho_uri,
@@ -36,9 +38,10 @@ def pseudolabel_op(
         labels.uri,
         shard,
         shards,
-        model,
-        checkpoint,
-        untrained,
+        sam2=Sam2Params.from_pipeline(
+            sam2_model=sam2_model, sam2_checkpoint=sam2_checkpoint, untrained=untrained
+        ),
+        params=PseudolabelParams.from_pipeline(),
     )
 
 

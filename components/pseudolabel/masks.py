@@ -55,6 +55,12 @@ def _interp_matrix(lo: int, hi: int, in_size: int, out_size: int) -> tuple[torch
     return torch.from_numpy(mat), first, last
 
 
+def region_tuple(region: np.ndarray) -> tuple[int, int, int, int]:
+    """``(r0, c0, r1, c1)`` of one row of :func:`neighbourhoods` as Python ints."""
+    r0, c0, r1, c1 = (int(v) for v in region)
+    return r0, c0, r1, c1
+
+
 def upsample_crop(
     low_res: torch.Tensor, out_hw: tuple[int, int], region: tuple[int, int, int, int]
 ) -> torch.Tensor:

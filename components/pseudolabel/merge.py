@@ -29,15 +29,17 @@ def merge_summaries(summaries: list[dict], sources: list[str]) -> dict:
     keys = {s.get("run_key") for s in summaries}
     if len(keys) != 1:
         raise InputError(sources[0], "shards come from different runs (plan, model or settings differ)")
-    shards = [tuple(s["shard"]) if s.get("shard") else None for s in summaries]
+    shards: list[tuple[int, int] | None] = [
+        (int(s["shard"][0]), int(s["shard"][1])) if s.get("shard") else None for s in summaries
+    ]
     if any(shards):
-        counts = {n for _, n in filter(None, shards)}
+        counts = {s[1] for s in shards if s is not None}
         if None in shards or len(counts) != 1:
             raise InputError(
                 sources[0], "mixing sharded and unsharded outputs, or shards of different counts"
             )
         (n,) = counts
-        got = sorted(i for i, _ in shards)
+        got = sorted(s[0] for s in shards if s is not None)
         if got != list(range(n)):
             missing = sorted(set(range(n)) - set(got))
             dup = sorted(i for i, c in Counter(got).items() if c > 1)

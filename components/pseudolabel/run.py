@@ -214,7 +214,7 @@ def summarize(plan: Plan, result: RunResult, predictor: BoxPredictor, extra: dic
         },
     }
     if predictor.untrained:
-        from crownsam.pseudolabel.sam2_model import UNTRAINED_WARNING
+        from crownsam.pseudolabel.params import UNTRAINED_WARNING
 
         summary["WARNING"] = UNTRAINED_WARNING
     summary.update(extra or {})

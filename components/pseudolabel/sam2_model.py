@@ -11,42 +11,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crownsam.common.errors import CrownsamError, InputError
-from crownsam.pseudolabel.masks import upsample_crop
+from crownsam.common.device import resolve_device
+from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
+from crownsam.pseudolabel.masks import region_tuple, upsample_crop
+from crownsam.pseudolabel.params import MODELS, UNTRAINED_WARNING, Sam2Params
 from crownsam.tiling.plan import WindowTask
 
 log = logging.getLogger(__name__)
-
-# model name -> (packaged hydra config, official checkpoint file name)
-MODELS: dict[str, tuple[str, str]] = {
-    "sam2.1_hiera_t": ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt"),
-    "sam2.1_hiera_s": ("configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt"),
-    "sam2.1_hiera_b+": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt"),
-    "sam2.1_hiera_l": ("configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
-}
-
-UNTRAINED_WARNING = (
-    "UNTRAINED SAM2: random weights, no checkpoint. Masks are meaningless; use this only to test "
-    "plumbing and speed, never to judge label quality."
-)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CrownsamError(None, f"--device {device}: no CUDA device is available here; use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise CrownsamError(None, f"--device {device}: expected auto, cpu or cuda[:N]")
-    return torch.device(device)
 
 
 def load_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
     """Read a SAM2 checkpoint (``{"model": state_dict}`` or a bare state dict) with a clear error."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except FILE_ERRORS as exc:
         raise InputError(source, f"not a readable PyTorch checkpoint ({type(exc).__name__})") from exc
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not sd:
@@ -99,6 +77,15 @@ def build_sam2_model(
     else:
         log.warning(UNTRAINED_WARNING)
     return net.to(device).eval()
+
+
+def sam2_box_predictor(sam2: Sam2Params, cache_dir: str | Path | None = None) -> Sam2BoxPredictor:
+    """SAM2 as ``sam2`` says (model, weights, device), behind the box-prompt interface."""
+    device = resolve_device(sam2.device)
+    net = build_sam2_model(
+        sam2.model, sam2.checkpoint, untrained=sam2.untrained, device=device, cache_dir=cache_dir
+    )
+    return Sam2BoxPredictor(net, name=sam2.model, untrained=sam2.untrained)
 
 
 class Sam2BoxPredictor:
@@ -162,10 +149,11 @@ class Sam2BoxPredictor:
 
     def predict_boxes(self, boxes: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         logits, scores = self.low_res_logits(np.asarray(boxes, dtype=np.float32))
-        out_hw = tuple(self.predictor._orig_hw[-1])
+        out_h, out_w = self.predictor._orig_hw[-1]
+        out_hw = (int(out_h), int(out_w))
         thr = self.predictor.mask_threshold
         masks = [
-            (upsample_crop(logits[i], out_hw, tuple(int(v) for v in regions[i])) > thr).numpy()
+            (upsample_crop(logits[i], out_hw, region_tuple(regions[i])) > thr).numpy()
             for i in range(len(boxes))
         ]
         return masks, scores.numpy()

@@ -11,7 +11,7 @@ from rasterio import features
 from shapely import affinity
 from shapely.geometry import Point, Polygon, box, shape
 
-from crownsam.synthetic.crowns import largest_polygon
+from crownsam.common.vector import largest_polygon
 from crownsam.synthetic.grid import CHM_GSD, Grid, centres
 from crownsam.synthetic.layout import Layout
 
@@ -105,7 +105,7 @@ def false_segments(
     out = []
     for roof in layout.roofs:
         part = largest_polygon(roof.polygon.buffer(-0.3))
-        if part is not None:
+        if part:
             halves = _halves(part, roof.angle + np.pi / 2)
             out.append(Segment(halves[int(rng.integers(len(halves)))], "false", (), -1.0))
     rr, cc = np.nonzero(ground)

@@ -8,6 +8,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Point, Polygon, box
 
+from crownsam.common.vector import largest_polygon
 from crownsam.synthetic.grid import Grid
 from crownsam.synthetic.layout import Layout
 
@@ -132,21 +133,13 @@ def place_trees(rng: np.random.Generator, grid: Grid, layout: Layout) -> list[Tr
     return trees
 
 
-def largest_polygon(geom: shapely.Geometry) -> Polygon | None:
-    """The largest polygon part of any geometry, or None if it has no area."""
-    parts = [g for g in shapely.get_parts(geom) if isinstance(g, Polygon) and g.area > 0]
-    if not parts:
-        return None
-    return max(parts, key=lambda g: g.area)
-
-
 def visible_crowns(trees: list[Tree], valid: Polygon) -> list[Polygon | None]:
     """Visible part of each crown: its outline minus every taller crown, inside ``valid``; largest piece.
 
     Ties in height are broken by list order (later is on top), matching the rendering order.
     """
     polys = [t.polygon for t in trees]
-    rank = np.lexsort((np.arange(len(trees)), [t.height for t in trees]))
+    rank = np.lexsort((np.arange(len(trees)), np.array([t.height for t in trees])))
     level = np.empty(len(trees), dtype=np.int64)
     level[rank] = np.arange(len(trees))
     index = shapely.STRtree(polys)
@@ -154,7 +147,8 @@ def visible_crowns(trees: list[Tree], valid: Polygon) -> list[Polygon | None]:
     for i, p in enumerate(polys):
         over = [j for j in index.query(p, predicate="intersects") if level[j] > level[i]]
         vis = p.difference(shapely.union_all([polys[j] for j in over])) if over else p
-        out.append(largest_polygon(vis.intersection(valid)))
+        part = largest_polygon(vis.intersection(valid))
+        out.append(part if part else None)
     return out
 
 

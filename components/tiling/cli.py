@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from crownsam.common.cli_util import bands_arg
+from crownsam.common.params import add_options
+from crownsam.tiling.params import TileParams
 
 log = logging.getLogger(__name__)
 
@@ -13,14 +14,8 @@ log = logging.getLogger(__name__)
 def run(args: argparse.Namespace) -> int:
     from crownsam.tiling.plan import plan_from_files, split_windows
 
-    plan, _, report = plan_from_files(
-        args.ortho,
-        args.segments,
-        rgb_bands=args.rgb_bands,
-        size=args.window,
-        stride=args.stride,
-        fix_geometries=args.fix_geometries,
-    )
+    tile = TileParams.from_args(args)
+    plan, _, report = plan_from_files(args.ortho, args.segments, tile)
     for note in report.notes:
         log.warning(note)
     plan.save(args.out)
@@ -28,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
         f"crownsam: plan {args.out}: {len(plan.windows)} of {plan.windows_total} windows hold segments; "
         f"{plan.segments_planned} of {plan.segments_total} segments planned, {len(plan.skipped)} skipped"
     )
-    if args.shards > 1:
-        loads = [sum(w.cost for w in s) for s in split_windows(plan.windows, args.shards)]
-        print(f"crownsam: {args.shards} shards, relative work " + ", ".join(f"{x:.2f}" for x in loads))
+    if tile.shards > 1:
+        loads = [sum(w.cost for w in s) for s in split_windows(plan.windows, tile.shards)]
+        print(f"crownsam: {tile.shards} shards, relative work " + ", ".join(f"{x:.2f}" for x in loads))
     return 0
 
 
@@ -39,11 +34,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--ortho", required=True, help="orthophoto GeoTIFF")
     t.add_argument("--segments", required=True, help="coarse segments (GeoPackage or any OGR format)")
     t.add_argument("--out", required=True, help="plan JSON to write")
-    t.add_argument(
-        "--rgb-bands", type=bands_arg, default=(3, 2, 1), help="1-based R,G,B bands (default 3,2,1)"
-    )
-    t.add_argument("--window", type=int, default=1024)
-    t.add_argument("--stride", type=int, default=512)
-    t.add_argument("--shards", type=int, default=1, help="print how N shards would split the work")
-    t.add_argument("--fix-geometries", action="store_true", help="repair invalid and multi-part polygons")
+    add_options(t, TileParams)
     t.set_defaults(func=run)

@@ -19,10 +19,12 @@ def tile_op(
     rgb_bands: str = "3,2,1",
 ) -> List[int]:
     """Plan 1024-px windows (stride 512); returns the shard indices [0..k-1] for the fan-out, with
-    k = effective_shards(shards, windows with segments).
+    k = effective_shards(shards, windows with segments). Parameters: ``TileParams``.
 
     ``ortho_fingerprint`` is unused here: it is an input so that KFP's cache key changes with the data.
     """
+    from crownsam.tiling.params import TileParams
     from crownsam.tiling.plan import tile_files
 
-    return tile_files(ortho_uri, segments.path, plan.path, shards=shards, rgb_bands=rgb_bands)
+    tile = TileParams.from_pipeline(shards=shards, rgb_bands=rgb_bands)
+    return tile_files(ortho_uri, segments.path, plan.path, tile)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -16,6 +17,7 @@ from crownsam.common.errors import InputError
 from crownsam.common.raster import RasterInfo, Stretch, check_rgb_bands, compute_stretch, raster_info
 from crownsam.common.vector import ID_COLUMN, ReadReport, file_sha256, read_segments
 from crownsam.tiling.grid import STRIDE, WINDOW, owner, window_offsets
+from crownsam.tiling.params import TileParams
 
 PLAN_VERSION = 1
 # Relative cost of one box prompt versus one image embedding (measured: ~0.2 s decoder vs ~5 s encoder).
@@ -164,7 +166,7 @@ def make_plan(
         )
         for (r, c), sids in sorted(tasks.items())
     ]
-    skipped = [
+    skipped: list[dict[str, Any]] = [
         {"segment_id": int(sid), "reason": str(why)} for sid, why in zip(ids, reason, strict=True) if why
     ]
     if not windows:
@@ -181,7 +183,7 @@ def make_plan(
         window=size,
         stride=stride,
         rgb_bands=tuple(rgb_bands),
-        stretch=[tuple(s) for s in stretch],
+        stretch=[(float(lo), float(hi)) for lo, hi in stretch],
         windows_total=len(row_offs) * len(col_offs),
         windows=windows,
         skipped=skipped,
@@ -221,18 +223,13 @@ def shard_plan(plan: Plan, index: int, count: int) -> Plan:
 
 
 def plan_from_files(
-    ortho: str,
-    segments: str,
-    *,
-    rgb_bands: tuple[int, ...] = (3, 2, 1),
-    size: int = WINDOW,
-    stride: int = STRIDE,
-    fix_geometries: bool = False,
+    ortho: str, segments: str, tile: TileParams | None = None
 ) -> tuple[Plan, gpd.GeoDataFrame, ReadReport]:
     """Validate an orthophoto and its segments and build the window plan (stretch computed once here)."""
+    tile = tile or TileParams()
     info = raster_info(ortho)
-    bands = check_rgb_bands(info, rgb_bands)
-    gdf, report = read_segments(segments, info.crs or "", fix_geometries=fix_geometries)
+    bands = check_rgb_bands(info, tile.rgb_bands)
+    gdf, report = read_segments(segments, info.crs or "", fix_geometries=tile.fix_geometries)
     stretch = compute_stretch(ortho, bands)
     plan = make_plan(
         gdf,
@@ -241,8 +238,8 @@ def plan_from_files(
         segments_sha256=file_sha256(segments),
         rgb_bands=bands,
         stretch=stretch,
-        size=size,
-        stride=stride,
+        size=tile.window,
+        stride=tile.stride,
     )
     return plan, gdf, report
 
@@ -258,20 +255,17 @@ def check_plan_matches(plan: Plan, plan_path: str, ortho: str, segments: str) ->
         raise InputError(plan_path, f"plan was made for another segments file than {segments}; re-run tile")
 
 
-def tile_files(
-    ortho: str, segments: str, out_plan: str, *, shards: int = 1, rgb_bands: str | tuple[int, ...] = (3, 2, 1)
-) -> list[int]:
+def tile_files(ortho: str, segments: str, out_plan: str, tile: TileParams | None = None) -> list[int]:
     """Fetch remote inputs, build and save the plan; return the indices of the non-empty shards."""
     from crownsam.common import storage
-    from crownsam.common.raster import parse_bands
 
-    bands = parse_bands(rgb_bands) if isinstance(rgb_bands, str) else tuple(rgb_bands)
+    tile = tile or TileParams()
     local_ortho = str(storage.fetch(ortho, what="raster"))
     local_segments = str(storage.fetch(segments, what="segments file"))
-    plan, _, _ = plan_from_files(local_ortho, local_segments, rgb_bands=bands)
+    plan, _, _ = plan_from_files(local_ortho, local_segments, tile)
     plan.ortho, plan.segments = str(ortho), str(segments)
     plan.save(out_plan)
-    return list(range(effective_shards(shards, len(plan.windows))))
+    return list(range(effective_shards(tile.shards, len(plan.windows))))
 
 
 def effective_shards(requested: int, windows: int) -> int:

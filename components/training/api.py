@@ -7,41 +7,25 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import shapely
 
+from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
-from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.device import resolve_device
+from crownsam.common.errors import CrownsamError, InputError, mlflow_errors
+from crownsam.common.metrics import finite_metrics
 from crownsam.common.raster import compute_stretch, raster_info
 from crownsam.common.vector import read_polygons, same_crs
 from crownsam.training import data as D
+from crownsam.training.config import InferenceParams
 from crownsam.training.predict import LAYER, check_bands, predict_ortho
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> Any:
-    from crownsam.training.train import Dist
-    from crownsam.training.train import resolve_device as _resolve
-
-    if name != "auto" and name != "cpu" and not name.startswith("cuda"):
-        raise CrownsamError(None, f"--device {name}: expected auto, cpu or cuda[:N]")
-    return _resolve(name, Dist())
-
-
-def check_window(window: int, overlap: float, score_threshold: float, batch_size: int) -> None:
-    if window < 32:
-        raise CrownsamError(None, f"--window must be at least 32 px, got {window}")
-    if not 0 <= overlap < 1:
-        raise CrownsamError(None, f"--overlap must be in [0, 1), got {overlap}")
-    if not 0 <= score_threshold <= 1:
-        raise CrownsamError(None, f"--score-threshold must be in [0, 1], got {score_threshold}")
-    if batch_size < 1:
-        raise CrownsamError(None, f"--batch-size must be >= 1, got {batch_size}")
 
 
 def read_area(path: str | Path, crs: str) -> shapely.Geometry:
@@ -87,22 +71,18 @@ def model_bands_and_stretch(
 
 @dataclass
 class PredictRequest:
-    """Everything ``crownsam predict`` takes."""
+    """Everything ``crownsam predict`` takes: where things are, and how to infer (``inference``)."""
 
     model: str
     ortho: str
     out: str
     area: str | None = None
-    window: int = 1024
-    overlap: float = 0.25
-    score_threshold: float = 0.5
     bands: tuple[int, ...] | None = None
     stretch: str = "model"
-    device: str = "auto"
-    batch_size: int = 1
     tracking_uri: str | None = None
     cache_dir: str | None = None
     progress: bool = True
+    inference: InferenceParams = field(default_factory=InferenceParams)
 
 
 def summary_path(out: str | Path) -> Path:
@@ -115,10 +95,11 @@ def predict_files(req: PredictRequest) -> dict[str, Any]:
 
     if Path(req.out).suffix.lower() != ".gpkg":
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
-    check_window(req.window, req.overlap, req.score_threshold, req.batch_size)
+    inf = req.inference
     info = raster_info(req.ortho)
+    assert info.crs is not None  # raster_info refuses a raster without one
     area = read_area(req.area, info.crs) if req.area else None
-    device = resolve_device(req.device)
+    device = resolve_device(inf.device)
     loaded = load_model(req.model, tracking_uri=req.tracking_uri, cache_dir=req.cache_dir)
     bands, stretch = model_bands_and_stretch(loaded.meta, req.ortho, req.bands, req.stretch)
     gdf, summary = predict_ortho(
@@ -127,11 +108,11 @@ def predict_files(req: PredictRequest) -> dict[str, Any]:
         bands,
         stretch,
         area=area,
-        window=req.window,
-        overlap=req.overlap,
-        score_threshold=req.score_threshold,
+        window=inf.window,
+        overlap=inf.overlap,
+        score_threshold=inf.score_threshold,
         device=device,
-        batch_size=req.batch_size,
+        batch_size=inf.batch_size,
         progress=req.progress,
     )
     gdf["model"] = loaded.source
@@ -148,14 +129,6 @@ def write_predictions(gdf: gpd.GeoDataFrame, out: str | Path, summary: dict[str,
         summary_tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
-
-
 def evaluate_model(
     model: str,
     coco_dir: str,
@@ -165,11 +138,7 @@ def evaluate_model(
     area: str | None = None,
     ortho: str | None = None,
     split: str = "test",
-    window: int = 1024,
-    overlap: float = 0.25,
-    score_threshold: float = 0.5,
-    device: str = "auto",
-    batch_size: int = 1,
+    inference: InferenceParams | None = None,
     tracking_uri: str | None = None,
     log_to_mlflow: bool = True,
     cache_dir: str | None = None,
@@ -183,7 +152,10 @@ def evaluate_model(
     from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
     from crownsam.training.tracking import load_model, log_metrics_to_run
 
-    # -- every input checked before the model is loaded
+    # -- every input checked before the model is loaded (remote inputs fetched first)
+    manual = str(storage.fetch(manual, cache_dir, what="manual crowns", must_exist=False)) if manual else None
+    area = str(storage.fetch(area, cache_dir, what="test area", must_exist=False)) if area else None
+    ortho = str(storage.fetch(ortho, cache_dir, what="raster", must_exist=False)) if ortho else None
     export = D.read_export(coco_dir)
     gt_path = export.root / f"{split}.json"
     if not gt_path.is_file():
@@ -195,13 +167,15 @@ def evaluate_model(
         raise CrownsamError(None, "--manual needs --ortho (the crowns are predicted over the orthophoto)")
     if (area or ortho) and not manual:
         raise CrownsamError(None, "--area/--ortho are for the Jaccard evaluation and need --manual")
-    check_window(window, overlap, score_threshold, batch_size)
+    inf = inference or InferenceParams()
     manual_gdf = area_gdf = None
     if manual:
+        assert ortho is not None  # checked above
         info = raster_info(ortho)
+        assert info.crs is not None  # raster_info refuses a raster without one
         manual_gdf = read_polygons(manual, "manual crowns")
         area_gdf = read_polygons(area, "area") if area else None
-    dev = resolve_device(device)
+    dev = resolve_device(inf.device)
     loaded = load_model(model, tracking_uri=tracking_uri, cache_dir=cache_dir)
     channels = D.select_channels(export.bands, loaded.meta["bands"], str(export.root / "export.json"))
 
@@ -212,11 +186,12 @@ def evaluate_model(
     out = Path(out_dir)
     png = out / f"predictions_{split}.png"
     plot_predictions(ds, preds, png, title=f"{loaded.source}: {split} segm AP {metrics['segm_AP']:.3f}")
-    extra_files: dict[str, Path] = {}
-    if manual:
+    extra_files: dict[str, Any] = {}
+    if manual and ortho:
         from crownsam.evaluation.api import evaluate_label_sets
 
-        region = read_area(area, info.crs) if area else _manual_extent(manual_gdf, info.crs)
+        crs = info.crs or ""
+        region = read_area(area, crs) if area else _manual_extent(manual_gdf, crs)
         bands, stretch = model_bands_and_stretch(loaded.meta, ortho, None, "model")
         pred_gdf, _ = predict_ortho(
             loaded.model,
@@ -224,11 +199,11 @@ def evaluate_model(
             bands,
             stretch,
             area=region,
-            window=window,
-            overlap=overlap,
-            score_threshold=score_threshold,
+            window=inf.window,
+            overlap=inf.overlap,
+            score_threshold=inf.score_threshold,
             device=dev,
-            batch_size=batch_size,
+            batch_size=inf.batch_size,
             progress=progress,
         )
         ev = evaluate_label_sets(
@@ -264,11 +239,11 @@ def evaluate_model(
             log_metrics_to_run(
                 loaded.run_id,
                 turi,
-                {f"eval_{k}".replace("/", "_"): v for k, v in _finite(metrics).items()},
+                {f"eval_{k}".replace("/", "_"): v for k, v in finite_metrics(metrics).items()},
                 {"eval": png},
             )
             result["logged_to_run"] = loaded.run_id
-        except Exception as exc:  # the metrics are written; MLflow is a copy
+        except mlflow_errors() as exc:  # the metrics are written; MLflow is a copy
             log.warning("could not log to MLflow run %s at %s: %s", loaded.run_id, turi, exc)
     return result
 
@@ -279,3 +254,32 @@ def _manual_extent(manual: gpd.GeoDataFrame, crs: str) -> shapely.Geometry:
     if not same_crs(CRS.from_user_input(manual.crs), CRS.from_user_input(crs)):
         manual = manual.to_crs(crs)
     return shapely.box(*manual.total_bounds)
+
+
+def model_report_html(out_dir: str, title: str = "crownsam model evaluation") -> str:
+    """A self-contained page for KFP's HTML viewer: the metrics table and the prediction image(s) that
+    ``evaluate_model`` wrote into ``out_dir``."""
+    import base64
+    import html
+    import json
+
+    from crownsam.evaluation.report import CSS
+
+    d = json.loads((Path(out_dir) / "metrics.json").read_text())
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+        for k, v in sorted(d.get("metrics", {}).items())
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    )
+    imgs = "".join(
+        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
+        for p in sorted(Path(out_dir).glob("predictions_*.png"))
+    )
+    head = f"<h1>{html.escape(title)}</h1><p>model <code>{html.escape(str(d.get('model')))}</code>"
+    head += f" &middot; MLflow run <code>{html.escape(str(d.get('run_id')))}</code></p>"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><main>{head}<section><h2>Metrics</h2><table>"
+        f"<tr><th>metric</th><th>value</th></tr>{rows}</table></section><section><h2>Predictions</h2>{imgs}"
+        "</section></main></body></html>"
+    )

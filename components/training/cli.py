@@ -6,12 +6,10 @@ import argparse
 import logging
 
 from crownsam.common.cli_util import bands_arg
+from crownsam.common.params import add_options
+from crownsam.training.config import InferenceParams, TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def _bands_or_auto(text: str) -> tuple[int, ...] | None:
-    return None if text.strip().lower() == "auto" else bands_arg(text)
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -26,37 +24,9 @@ def _num(v: float | None) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from crownsam.training.config import TrainConfig
     from crownsam.training.train import train
 
-    cfg = TrainConfig(
-        coco_dir=args.coco,
-        out_dir=args.out,
-        label_source=args.label_source,
-        bands=args.bands,
-        model_version=args.model,
-        weights=args.weights,
-        trainable_layers=args.trainable_layers,
-        epochs=args.epochs,
-        max_iters=args.max_iters,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        amp=not args.no_amp,
-        num_workers=args.num_workers,
-        threads=args.threads,
-        patience=args.patience,
-        resume=args.resume,
-        tracking=not args.no_tracking,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        register_name=args.register,
-        tags=dict(args.tag or []),
-        cache_dir=args.cache_dir,
-        progress=not args.no_progress,
-    )
+    cfg = TrainConfig.from_args(args, tags=dict(args.tag or []))
     m = train(cfg)
     if "rank" in m:  # torchrun worker other than rank 0
         return 0
@@ -82,16 +52,12 @@ def run_predict(args: argparse.Namespace) -> int:
         ortho=args.ortho,
         out=args.out,
         area=args.area,
-        window=args.window,
-        overlap=args.overlap,
-        score_threshold=args.score_threshold,
         bands=args.bands,
         stretch=args.stretch,
-        device=args.device,
-        batch_size=args.batch_size,
         tracking_uri=args.tracking_uri,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        inference=InferenceParams.from_args(args),
     )
     s = predict_files(req)
     print(
@@ -113,11 +79,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         area=args.area,
         ortho=args.ortho,
         split=args.split,
-        window=args.window,
-        overlap=args.overlap,
-        score_threshold=args.score_threshold,
-        device=args.device,
-        batch_size=args.batch_size,
+        inference=InferenceParams.from_args(args),
         tracking_uri=args.tracking_uri,
         log_to_mlflow=not args.no_mlflow,
         cache_dir=args.cache_dir,
@@ -134,11 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _common_inference(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--window", type=int, default=1024, help="window size in px (default 1024)")
-    p.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections >= this (0.5)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
-    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    add_options(p, InferenceParams)
     p.add_argument(
         "--tracking-uri", help="MLflow tracking URI for MLflow model URIs (else $MLFLOW_TRACKING_URI)"
     )
@@ -151,43 +109,8 @@ MODEL_HELP = "RUN_DIR, a checkpoint (.pt, local/gs:///https://), runs:/<id>/mode
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train Mask R-CNN on a COCO export; log to MLflow")
-    t.add_argument("--coco", required=True, help="folder written by `crownsam export-coco`")
-    t.add_argument("--out", required=True, help="run folder (checkpoints/, metrics.json, run.json)")
-    t.add_argument("--label-source", default="unknown", help="name of the labels, e.g. coarse or sam2")
-    t.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
-    t.add_argument("--max-iters", type=int, help="stop after N optimiser steps in total")
-    t.add_argument("--lr", type=float, default=0.005, help="base learning rate (default 0.005)")
-    t.add_argument("--batch-size", type=int, default=2, help="chips per step and process (default 2)")
-    t.add_argument(
-        "--bands",
-        type=_bands_or_auto,
-        default=None,
-        help="orthophoto bands to use, e.g. 3,2,1,4 (default auto: all exported)",
-    )
-    t.add_argument("--model", choices=("v1", "v2"), default="v1", help="maskrcnn_resnet50_fpn v1 or v2")
-    t.add_argument(
-        "--weights", help="starting weights URI: Mask R-CNN (COCO) or ResNet-50 (ImageNet) state dict"
-    )
-    t.add_argument("--trainable-layers", type=int, help="ResNet stages trained with --weights (default 3)")
-    t.add_argument(
-        "--patience", type=int, default=5, help="early stopping after N worse validations (0: off)"
-    )
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
-    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    t.add_argument("--num-workers", type=int, help="data loader workers (default 0 on CPU, 4 on CUDA)")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else OUT/mlflow.db)"
-    )
-    t.add_argument("--experiment", default="crownsam", help="MLflow experiment (default crownsam)")
-    t.add_argument("--run-name", help="MLflow run name")
-    t.add_argument("--register", help="register the model under this name in the MLflow model registry")
+    add_options(t, TrainConfig)
     t.add_argument("--tag", type=_tag, action="append", help="MLflow tag KEY=VALUE (repeatable)")
-    t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    t.add_argument("--cache-dir", help="cache for gs:// and https:// weights")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=run_train)
 
     p = sub.add_parser("predict", help="tiled Mask R-CNN inference over an orthophoto -> crown polygons")

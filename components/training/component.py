@@ -19,34 +19,42 @@ def train_op(
     batch_size: int = 2,
     model_version: str = "v2",
     init_weights: str = "",
-    tracking_uri: str = "",
-    experiment: str = "crownsam",
+    mlflow_tracking_uri: str = "",
+    mlflow_experiment: str = "crownsam",
     flight_id: str = "",
     kfp_run_id: str = "",
     ortho_fingerprint: str = "",
 ) -> str:
-    """Train on one label set; the model folder holds checkpoints (a retried task resumes from the last
-    epoch), metrics.json and run.json; returns the MLflow run id."""
-    from crownsam.training.steps import train_step
+    """Train on one label set (parameters: ``TrainConfig``); the model folder holds checkpoints (a retried
+    task resumes from the last epoch), metrics.json and run.json; returns the MLflow run id."""
+    from crownsam.common.metrics import finite_metrics
+    from crownsam.common.provenance import git_commit, image_ref
+    from crownsam.training.config import TrainConfig
+    from crownsam.training.train import has_checkpoint, train
 
-    result = train_step(
-        coco.path,
-        model.path,
-        label_source,
+    tags = {"flight_id": flight_id, "kfp_run_id": kfp_run_id, "ortho_fingerprint": ortho_fingerprint}
+    cfg = TrainConfig.from_pipeline(
+        coco_dir=coco.path,
+        out_dir=model.path,
+        label_source=label_source,
         epochs=epochs,
         max_iters=max_iters,
         lr=lr,
         batch_size=batch_size,
         model_version=model_version,
         init_weights=init_weights,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        tags={"flight_id": flight_id, "kfp_run_id": kfp_run_id, "ortho_fingerprint": ortho_fingerprint},
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_experiment=mlflow_experiment,
+        tags={k: v for k, v in tags.items() if v} | {"git_commit": git_commit(), "image": image_ref()},
+        resume=has_checkpoint(model.path),
+        progress=False,
     )
-    for key, value in result["metrics"].items():
+    result = train(cfg)
+    for key, value in finite_metrics(result).items():
         metrics.log_metric(key, value)
-    model.metadata["run_id"] = result["run_id"]
-    return result["run_id"]
+    run_id = str(result.get("run_id") or "")
+    model.metadata["run_id"] = run_id
+    return run_id
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -60,15 +68,24 @@ def evaluate_model_op(
     results: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[HTML],
-    tracking_uri: str = "",
+    mlflow_tracking_uri: str = "",
 ):
     """COCO segm/bbox AP on the test chips, and Jaccard of crowns predicted over the test area."""
     from pathlib import Path
 
-    from crownsam.training.steps import evaluate_model_step, model_report_html
+    from crownsam.common.metrics import finite_metrics
+    from crownsam.training.api import evaluate_model, model_report_html
 
-    for key, value in evaluate_model_step(
-        model.path, coco.path, results.path, manual_uri, test_area_uri, ortho_uri, tracking_uri
-    ).items():
-        metrics.log_metric(key, value)
+    result = evaluate_model(
+        model.path,
+        coco.path,
+        results.path,
+        manual=manual_uri or None,
+        area=test_area_uri or None,
+        ortho=ortho_uri if manual_uri else None,
+        tracking_uri=mlflow_tracking_uri or None,
+        progress=False,
+    )
+    for key, value in finite_metrics(result["metrics"]).items():
+        metrics.log_metric(key.replace("/", "_"), value)
     Path(report.path).write_text(model_report_html(results.path))

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crownsam.common.errors import InputError
+from crownsam.common.errors import FILE_ERRORS, InputError
 from crownsam.common.vector import file_sha256
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def read_chip(path: Path) -> np.ndarray:
 
             with Image.open(path) as im:
                 arr = np.asarray(im)
-    except Exception as exc:
+    except FILE_ERRORS as exc:
         raise InputError(path, f"not a readable image ({type(exc).__name__})") from exc
     if arr.ndim == 2:
         arr = arr[..., None]

@@ -95,11 +95,16 @@ def predict_split(
 def _detections(preds: Mapping[int, Prediction], iou_type: str) -> list[dict[str, Any]]:
     from pycocotools import mask as mask_util
 
-    anns = []
+    anns: list[dict[str, Any]] = []
     for image_id, p in preds.items():
         for k in range(len(p["scores"])):
             x0, y0, x1, y1 = (float(v) for v in p["boxes"][k])
-            ann = {"image_id": image_id, "category_id": 1, "score": float(p["scores"][k]), "iscrowd": 0}
+            ann: dict[str, Any] = {
+                "image_id": image_id,
+                "category_id": 1,
+                "score": float(p["scores"][k]),
+                "iscrowd": 0,
+            }
             ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
             if iou_type == "segm":
                 rle = mask_util.encode(np.asfortranarray(p["masks"][k].astype(np.uint8)))

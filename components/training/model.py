@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from crownsam.common.errors import InputError
+from crownsam.common.errors import FILE_ERRORS, InputError
+from crownsam.training.config import VERSIONS
 
 log = logging.getLogger(__name__)
 
 NUM_CLASSES = 2  # background, tree
-VERSIONS = ("v1", "v2")
 META_ATTR = "crownsam_meta"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,7 +43,7 @@ HEAD_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_
 
 
 def build_model(
-    version: str = "v1",
+    version: str,
     num_bands: int = 3,
     *,
     chip: int = 1024,
@@ -94,7 +94,7 @@ def build_model(
     return model
 
 
-def widen_first_conv(model: nn.Module, num_bands: int) -> None:
+def widen_first_conv(model: Any, num_bands: int) -> None:
     """Give ``model`` a first convolution for ``num_bands`` inputs and matching normalisation, in place.
 
     Rule: new channel ``i < 3`` keeps RGB filter ``i``; new channel ``i >= 3`` gets the mean of the RGB
@@ -112,7 +112,12 @@ def widen_first_conv(model: nn.Module, num_bands: int) -> None:
     else:
         new_w = (mean * (3.0 / num_bands)).expand(-1, num_bands, -1, -1)
     conv = nn.Conv2d(
-        num_bands, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
+        num_bands,
+        old.out_channels,
+        old.kernel_size,  # type: ignore[arg-type]  # (kh, kw) of a 2-d convolution
+        old.stride,  # type: ignore[arg-type]
+        old.padding,  # type: ignore[arg-type]
+        bias=old.bias is not None,
     )
     with torch.no_grad():
         conv.weight.copy_(new_w)
@@ -136,7 +141,7 @@ def read_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
     (``{"model": ...}``), or ``{"state_dict": ...}``/``{"model_state_dict": ...}``."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except FILE_ERRORS as exc:
         raise InputError(source, f"not a readable PyTorch weights file ({type(exc).__name__})") from exc
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
@@ -148,7 +153,7 @@ def read_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
     return _strip_prefix(obj, "module.")
 
 
-def load_weights(model: nn.Module, uri: str, cache_dir: str | None = None) -> dict[str, int]:
+def load_weights(model: Any, uri: str, cache_dir: str | None = None) -> dict[str, int]:
     """Load starting weights from ``uri`` (local path, ``gs://``, ``https://``) into a 3-band ``model``.
 
     Detects the kind by its keys: ``backbone.body.*`` = a whole Mask R-CNN, ``layer1.*`` and ``conv1.*``
@@ -216,4 +221,6 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, nn.Module)
+    return inner

@@ -445,7 +445,7 @@ def _read_window(
         valid = None if all_valid else (src.read_masks(list(bands), window=window) > 0).all(axis=0)
     except RasterioIOError as exc:
         raise read_error(source, exc) from exc
-    return apply_stretch(data, [tuple(s) for s in stretch], valid), valid
+    return apply_stretch(data, [(float(lo), float(hi)) for lo, hi in stretch], valid), valid
 
 
 def _inference_setup(model: torch.nn.Module, window: int, score_threshold: float) -> Any:

@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError, mlflow_errors
+from crownsam.common.tracking import using_tracking_uri
 from crownsam.training.model import get_meta, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -47,29 +48,6 @@ def resolve_tracking_uri(uri: str | None, run_dir: str | Path) -> str:
     if env:
         return env
     return f"sqlite:///{(Path(run_dir).resolve() / 'mlflow.db').as_posix()}"
-
-
-@contextlib.contextmanager
-def using_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at ``uri`` for the block; restore the previous URI and environment.
-
-    (``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI``; MLflow's own temporary switch
-    unsets it afterwards, so the environment is restored here by hand.)
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    old_uri = tracking_utils._tracking_uri
-    old_env = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old_uri)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 @contextlib.contextmanager
@@ -101,6 +79,65 @@ def experiment_id(name: str, uri: str) -> str:
         db = Path(uri.removeprefix("sqlite:///"))  # sqlite:////abs/db -> /abs/db; sqlite:///rel -> rel
         location = (db.resolve().parent / ARTIFACT_DIR).as_uri()
     return client.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def training_run(
+    uri: str,
+    experiment: str,
+    run_name: str | None,
+    earlier: Mapping[str, Any] | None,
+    params: Callable[[], dict[str, Any]],
+    tags: Mapping[str, str],
+) -> Iterator[Any]:
+    """The MLflow run of one training, active for the block: the ``earlier`` run (a resumed training's
+    ``run.json``) when it was tracked at the same ``uri``, else a new run in ``experiment`` that gets
+    ``params()`` and ``tags``. Yields MLflow's active run."""
+    import mlflow
+
+    with using_tracking_uri(uri), quiet_stdout():
+        try:
+            if earlier and earlier.get("run_id") and earlier.get("tracking_uri") == uri:
+                run, new = mlflow.start_run(run_id=earlier["run_id"]), False
+            else:
+                exp = experiment_id(experiment, uri)
+                run, new = mlflow.start_run(experiment_id=exp, run_name=run_name), True
+        except mlflow_errors() as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CrownsamError(uri, f"cannot start an MLflow run ({first[:300]})") from exc
+        with run:
+            if new:
+                mlflow.log_params(params())
+                mlflow.set_tags(dict(tags))
+            yield run
+
+
+def log_epoch(record: Mapping[str, Any]) -> None:
+    """One epoch's numbers (every number of ``record`` but ``epoch``) at step ``record["epoch"]``."""
+    import mlflow
+
+    metrics = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
+    mlflow.log_metrics(metrics, step=int(record["epoch"]))
+
+
+def log_result(
+    model: torch.nn.Module,
+    final: Mapping[str, float],
+    picture: Path | None,
+    summary: Mapping[str, Any],
+    register_name: str | None,
+) -> str:
+    """The end of a training in its active run: final metrics, the prediction picture, the model
+    (registered under ``register_name`` when given) and the summary as ``metrics.json``; returns the
+    model's URI."""
+    import mlflow
+
+    mlflow.log_metrics(dict(final))
+    if picture is not None:
+        mlflow.log_artifact(str(picture))
+    model_uri = log_model(model, registered_model_name=register_name)
+    mlflow.log_dict({**summary, "model_uri": model_uri}, "metrics.json")
+    return model_uri
 
 
 class _DropServingWarning(logging.Filter):
@@ -184,7 +221,7 @@ def _run_of_mlflow_uri(uri: str, tracking_uri: str) -> str | None:
             name, _, version = ref.rpartition("/")
             if name and version.isdigit():
                 return client.get_model_version(name, version).run_id
-        except Exception:  # the run is optional information
+        except mlflow_errors():  # the run is optional information
             return None
     return None
 
@@ -201,7 +238,7 @@ def load_checkpoint(path: Path, source: str) -> dict[str, Any]:
     """Read a crownsam checkpoint (``last.pt``/``best.pt``) or raise InputError."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
+    except FILE_ERRORS as exc:
         raise InputError(source, f"not a readable crownsam checkpoint ({type(exc).__name__})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise InputError(source, "not a crownsam checkpoint (needs 'model' and 'meta')")
@@ -220,7 +257,7 @@ def load_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str | No
         with using_tracking_uri(turi):
             try:
                 model = mlflow.pytorch.load_model(text, map_location="cpu")
-            except Exception as exc:
+            except (*mlflow_errors(), *FILE_ERRORS) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise InputError(uri, f"cannot load the MLflow model ({first[:300]})") from exc
         if not isinstance(model, torch.nn.Module):

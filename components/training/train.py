@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from crownsam.common.atomic import atomic_path, write_json
-from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.device import resolve_device
+from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
 from crownsam.training import data as D
 from crownsam.training.config import TrainConfig
 from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
@@ -83,18 +84,6 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, dist: Dist) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; under torchrun each process takes GPU ``LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CrownsamError(None, f"--device {name}: no CUDA device is available here; use --device cpu")
-        if dist.world > 1:
-            return torch.device("cuda", dist.local_rank)
-    return torch.device(name)
 
 
 def step_seed(seed: int, iteration: int, rank: int) -> int:
@@ -189,6 +178,11 @@ def checkpoint_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.out_dir) / "checkpoints"
 
 
+def has_checkpoint(out_dir: str | Path) -> bool:
+    """Whether an earlier attempt left ``<out>/checkpoints/last.pt`` (a retried task resumes from it)."""
+    return (Path(out_dir) / "checkpoints" / "last.pt").is_file()
+
+
 def check_resume(cfg: TrainConfig, prep: Prepared) -> dict[str, Any] | None:
     """The checkpoint to resume from (or None), after checking it fits this run; refuse to overwrite an
     earlier run without ``resume``."""
@@ -203,7 +197,7 @@ def check_resume(cfg: TrainConfig, prep: Prepared) -> dict[str, Any] | None:
         raise InputError(last, "nothing to resume: no checkpoint here")
     try:
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except FILE_ERRORS as exc:
         raise InputError(last, f"not a readable checkpoint ({type(exc).__name__}); start a new run") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(last, "not a crownsam training checkpoint")
@@ -224,7 +218,7 @@ def rng_states() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # type: ignore[index]
         "python": random.getstate(),
     }
 
@@ -283,7 +277,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     dist = Dist.from_env()
     prep = prepare(cfg)
     ckpt = check_resume(cfg, prep)
-    device = resolve_device(cfg.device, dist)
+    device = resolve_device(cfg.device, dist.local_rank if dist.world > 1 else None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif dist.local_world > 1 and device.type == "cpu":
@@ -447,11 +441,11 @@ class _Trainer:
 
                 tdist.all_reduce(values)
                 values /= self.dist.world
-            values = values.cpu().tolist()
-            if not math.isfinite(values[0]):
+            floats: list[float] = values.cpu().tolist()
+            if not math.isfinite(floats[0]):
                 raise CrownsamError(
                     None,
-                    f"the training loss is {values[0]} at step {st.iteration + 1}; lower --lr "
+                    f"the training loss is {floats[0]} at step {st.iteration + 1}; lower --lr "
                     f"(now {cfg.lr:g}) or check the labels",
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -464,14 +458,14 @@ class _Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            for k, v in zip(("loss", *LOSS_KEYS), values, strict=True):
+            for k, v in zip(("loss", *LOSS_KEYS), floats, strict=True):
                 sums[k] += v
             steps += 1
             images += len(imgs) * self.dist.world
             st.iteration += 1
             st.step_in_epoch += 1
             bar.update(1)
-            bar.set_postfix(epoch=st.epoch + 1, loss=f"{values[0]:.3f}")
+            bar.set_postfix(epoch=st.epoch + 1, loss=f"{floats[0]:.3f}")
         seconds = time.perf_counter() - t0
         out = {k: v / steps for k, v in sums.items()} if steps else {}
         out |= {
@@ -575,36 +569,20 @@ class _Trainer:
 
     @contextlib.contextmanager
     def mlflow_run(self) -> Iterator[None]:
-        import mlflow
-
         from crownsam.training import tracking
 
         cfg = self.cfg
         uri = tracking.resolve_tracking_uri(cfg.tracking_uri, self.out)
-        old = {}
+        earlier = None
         if cfg.resume and (self.out / "run.json").is_file():
             with contextlib.suppress(OSError, json.JSONDecodeError):
-                old = json.loads((self.out / "run.json").read_text())
-        with tracking.using_tracking_uri(uri), tracking.quiet_stdout():
-            try:
-                if old.get("run_id") and old.get("tracking_uri") == uri:
-                    run = mlflow.start_run(run_id=old["run_id"])
-                    new = False
-                else:
-                    exp = tracking.experiment_id(cfg.experiment, uri)
-                    run = mlflow.start_run(experiment_id=exp, run_name=cfg.run_name)
-                    new = True
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise CrownsamError(uri, f"cannot start an MLflow run ({first[:300]})") from exc
-            with run:
-                self.run_id, self.tracking_uri = run.info.run_id, uri
-                self.experiment_id = run.info.experiment_id
-                if new:
-                    mlflow.log_params(self.params())
-                    mlflow.set_tags({"crownsam.label_source": cfg.label_source, **cfg.tags})
-                self.write_run_json("RUNNING")
-                yield
+                earlier = json.loads((self.out / "run.json").read_text())
+        tags = {"crownsam.label_source": cfg.label_source, **cfg.tags}
+        with tracking.training_run(uri, cfg.experiment, cfg.run_name, earlier, self.params, tags) as run:
+            self.run_id, self.tracking_uri = run.info.run_id, uri
+            self.experiment_id = run.info.experiment_id
+            self.write_run_json("RUNNING")
+            yield
 
     def params(self) -> dict[str, Any]:
         cfg, prep = self.cfg, self.prep
@@ -634,12 +612,10 @@ class _Trainer:
         return p
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        if self.run_id is None:
-            return
-        import mlflow
+        if self.run_id is not None:
+            from crownsam.training import tracking
 
-        metrics = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
-        mlflow.log_metrics(metrics, step=int(record["epoch"]))
+            tracking.log_epoch(record)
 
     def write_run_json(self, status: str, **extra: Any) -> None:
         write_json(
@@ -699,17 +675,12 @@ class _Trainer:
         if st.best_epoch is not None:
             metrics["best_val_segm_AP"] = st.best_ap
         if self.run_id is not None:
-            import mlflow
-
             from crownsam.training import tracking
 
             final = {"best_val_segm_AP": st.best_ap} if st.best_epoch is not None else {}
-            mlflow.log_metrics({**final, **(test or {})})
-            if png is not None:
-                mlflow.log_artifact(str(png))
-            model.to("cpu")
-            metrics["model_uri"] = tracking.log_model(model, registered_model_name=self.cfg.register_name)
-            mlflow.log_dict(metrics, "metrics.json")
+            metrics["model_uri"] = tracking.log_result(
+                model.to("cpu"), {**final, **(test or {})}, png, metrics, self.cfg.register_name
+            )
         write_json(self.out / "metrics.json", metrics)
         self.write_run_json("FINISHED", model_uri=metrics["model_uri"])
         return metrics

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_util
 from rasterio import Affine
 
-from crownsam.coco.annotations import SliverRule, annotate, polygonal, rasterize_local
+from crownsam.coco.annotations import SliverRule, annotate, rasterize_local
 from crownsam.coco.chips import (
     Chip,
     assign_val_blocks,
@@ -24,6 +24,7 @@ from crownsam.coco.chips import (
     overlapping,
     span_offsets,
 )
+from crownsam.common.vector import polygonal
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 T = Affine(0.025, 0.0, 385000.0, 0.0, -0.025, 6672000.0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from mlflow_server import mlflow_server
 
+from crownsam.common.tracking import using_tracking_uri as tracking_uri
 from crownsam.comparison.registry import (
     CHALLENGER,
     CHAMPION,
@@ -14,7 +15,6 @@ from crownsam.comparison.registry import (
     current_champion,
     decide,
     register_and_promote,
-    tracking_uri,
 )
 
 C = [Candidate("coarse", "r1", 0.30), Candidate("pseudo", "r2", 0.42)]

@@ -268,6 +268,7 @@ def test_build_tags_with_version_and_git_sha(tmp_path):
         "--build-arg BASE_IMAGE=debian:bookworm-slim",
         f"--build-arg VERSION={VERSION}",
         f"--build-arg REVISION={git('rev-parse', 'HEAD')}",
+        f"--build-arg IMAGE=localhost/crownsam-cpu:{tag}",
         f"--secret id=pip-cert,src={ca}",
     ):
         assert part in cpu, part
@@ -385,6 +386,12 @@ def test_cpu_image_runs_crownsam_as_non_root(images):
     labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
     assert labels["org.opencontainers.image.version"] == VERSION
     assert labels["org.opencontainers.image.revision"] == git("rev-parse", "HEAD")
+    # results record the commit and the image they were made with (build arguments in the environment)
+    provenance = run_in(
+        image, "python", "-c",
+        "from crownsam.common.provenance import git_commit, image_ref; print(git_commit(), image_ref())",
+    ).stdout.split()  # fmt: skip
+    assert provenance == [git("rev-parse", "HEAD"), image]
     # A read-only root filesystem (as in Kubernetes) is enough to run.
     run_in(image, "crownsam", "--version", opts=("--read-only", "--tmpfs", "/tmp"))
 

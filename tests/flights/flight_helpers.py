@@ -10,6 +10,7 @@ the slow CLI test and in tests/pseudolabel. The stand-in returns each box's true
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import rasterio
 
 from crownsam.common import storage
 from crownsam.flights.catalog import FlightMeta, dump_meta
+from crownsam.flights.settings import RetrainSettings
 from crownsam.pseudolabel.predictor import KnownAnswerPredictor
 from crownsam.synthetic import ScenePaths, generate_scene
 
@@ -35,17 +37,17 @@ TEST_MODEL_KWARGS: dict[str, Any] = {
     "box_batch_size_per_image": 128,
     "box_detections_per_img": 10,
 }
-# One training step of batch 1 on 256-px chips; val blocks of one chip; a 0.5 m test-area buffer.
-TINY: dict[str, Any] = {
-    "chip": 256,
-    "max_iters": 1,
-    "batch_size": 1,
-    "epochs": 1,
-    "val_block": 1,
-    "buffer_m": 0.5,
-    "device": "cpu",
-    "model_kwargs": TEST_MODEL_KWARGS,
-}
+
+
+def tiny_settings(**own: Any) -> RetrainSettings:
+    """One training step of batch 1 on 256-px chips; val blocks of one chip; a 0.5 m test-area buffer;
+    ``own``: RetrainSettings' own fields (tracking URI, experiment, registered model name)."""
+    base = RetrainSettings(**own, model_kwargs=TEST_MODEL_KWARGS)
+    return base.replace(
+        sam2=base.sam2.replace(device="cpu"),
+        export=base.export.replace(chip=256, val_block=1, buffer_m=0.5),
+        train=dataclasses.replace(base.train, max_iters=1, batch_size=1, epochs=1),
+    )
 
 
 def make_scene(folder: Path, seed: int) -> ScenePaths:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from flight_helpers import TINY, TruthPredictors, make_scene, upload_flight
+from flight_helpers import TruthPredictors, make_scene, tiny_settings, upload_flight
 from mlflow import MlflowClient
 
 from crownsam import cli
@@ -40,9 +40,10 @@ def test_chm_only_flights_are_segmented_once_and_only_when_new(
     predictors = TruthPredictors()
     for fid, scene in scenes.items():
         predictors.add(fid, scene)
-    opts = TINY | {"predictor_factory": predictors, "registered_model_name": "chm-only"}
+    settings = tiny_settings(registered_model_name="chm-only")
+    opts = {"predictor_factory": predictors}
 
-    first = retrain(str(root), **opts)
+    first = retrain(str(root), settings, **opts)
     assert first["status"] == "retrained", first["message"]
     assert first["pseudolabeled"] == ["A"] and predictors.calls == ["A"]
     tracking = first["tracking_uri"]
@@ -54,12 +55,12 @@ def test_chm_only_flights_are_segmented_once_and_only_when_new(
     assert run_a.data.metrics["segments"] == len(crowns)
     stamp = segments_a.stat().st_mtime_ns
 
-    again = retrain(str(root), **opts)
+    again = retrain(str(root), settings, **opts)
     assert again["status"] == "up-to-date" and predictors.calls == ["A"]
 
     upload_flight(scenes["B"], str(root / "flights" / "B"), files=CHM_ONLY)
     assert [s.status for s in scan(str(root)).flights] == ["processed", "new"]
-    third = retrain(str(root), **opts)
+    third = retrain(str(root), settings, **opts)
     assert third["status"] == "retrained", third["message"]
     assert third["pseudolabeled"] == ["B"] and predictors.calls == ["A", "B"]
     assert third["trained_on"] == ["A", "B"]

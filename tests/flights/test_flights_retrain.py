@@ -17,7 +17,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 from common.gcs_emulator import gcs_emulator
-from flight_helpers import TINY, TruthPredictors, make_scene, upload_flight
+from flight_helpers import TruthPredictors, make_scene, tiny_settings, upload_flight
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -51,12 +51,8 @@ def test_new_flights_are_pseudolabeled_once_and_the_model_retrained_on_all(
     predictors = TruthPredictors()
     for fid, scene in scenes.items():
         predictors.add(fid, scene)
-    opts = TINY | {
-        "tracking_uri": flights_mlflow,
-        "experiment": EXP,
-        "registered_model_name": MODEL,
-        "predictor_factory": predictors,
-    }
+    settings = tiny_settings(tracking_uri=flights_mlflow, experiment=EXP, registered_model_name=MODEL)
+    opts = {"predictor_factory": predictors}
     client = MlflowClient(flights_mlflow)
     from google.cloud import storage as gcs
 
@@ -67,7 +63,7 @@ def test_new_flights_are_pseudolabeled_once_and_the_model_retrained_on_all(
         upload_flight(scenes["C"], f"{root}/flights/C", files=("ortho.tif", "coarse.gpkg"), meta=None)
 
         # -- 1: flight A is new: pseudolabeled, trained on, first model becomes champion
-        first = retrain(root, **opts)
+        first = retrain(root, settings, **opts)
         assert first["status"] == "retrained", first["message"]
         assert first["pseudolabeled"] == ["A"] and predictors.calls == ["A"]
         assert first["flights"]["C"]["status"] == "incomplete"
@@ -84,7 +80,7 @@ def test_new_flights_are_pseudolabeled_once_and_the_model_retrained_on_all(
 
         # -- 2: nothing new: up-to-date, and nothing changes
         runs_before, versions_before = len(all_runs(client)), versions(client)
-        second = retrain(root, **opts)
+        second = retrain(root, settings, **opts)
         assert second["status"] == "up-to-date" and "nothing done" in second["message"]
         assert second["training_run_id"] == first["training_run_id"]
         assert predictors.calls == ["A"]
@@ -94,7 +90,7 @@ def test_new_flights_are_pseudolabeled_once_and_the_model_retrained_on_all(
         # -- 3: flight B arrives: only B is pseudolabeled, the model is trained on both
         upload_flight(scenes["B"], f"{root}/flights/B")
         caplog.clear()
-        third = retrain(root, **opts)
+        third = retrain(root, settings, **opts)
         assert third["status"] == "retrained", third["message"]
         assert third["pseudolabeled"] == ["B"] and predictors.calls == ["A", "B"]
         assert len(all_runs(client, "A")) == 1  # A was not processed again
@@ -156,11 +152,12 @@ def test_flights_without_manual_crowns_are_pseudolabeled_but_not_trained_on_alon
     upload_flight(scene, str(root / "flights" / "N1"), files=("ortho.tif", "coarse.gpkg"))
     predictors = TruthPredictors()
     predictors.add("N1", scene)
-    opts = TINY | {"predictor_factory": predictors, "registered_model_name": "no-eval"}
-    first = retrain(str(root), **opts)
+    settings = tiny_settings(registered_model_name="no-eval")
+    opts = {"predictor_factory": predictors}
+    first = retrain(str(root), settings, **opts)
     assert first["status"] == "no-evaluation-set" and first["pseudolabeled"] == ["N1"]
     assert "nothing to evaluate a model on" in first["message"]
-    again = retrain(str(root), **opts)
+    again = retrain(str(root), settings, **opts)
     assert again["status"] == "no-evaluation-set" and predictors.calls == ["N1"]
     assert scan(str(root)).action == "no-evaluation-set"
     # new coarse segments (same names, other content): the flight is new again

@@ -16,7 +16,7 @@ from kfp import dsl, local
 from crownsam.common.component import fingerprint_op
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.flights.component import prepare_segments_op
-from crownsam.pipelines.local import find_artifacts
+from crownsam.pipelines.local import find_artifacts, kfp_local_hygiene
 from crownsam.pipelines.pseudolabel import pseudolabel_pipeline
 from crownsam.synthetic import generate_scene
 
@@ -43,13 +43,14 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("half")
     scene = generate_scene(root / "flight", size=1536, seed=6)  # 4 windows -> 2 shards of 2 windows
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "kfp"))
-    labels_half(
-        ortho_uri=str(scene.ortho),
-        coarse_uri=str(scene.coarse),
-        manual_uri=str(scene.manual),
-        test_area_uri=str(scene.test_area),
-        shards=2,
-    )
+    with kfp_local_hygiene():  # runs before the autouse per-test hygiene fixture
+        labels_half(
+            ortho_uri=str(scene.ortho),
+            coarse_uri=str(scene.coarse),
+            manual_uri=str(scene.manual),
+            test_area_uri=str(scene.test_area),
+            shards=2,
+        )
     (run_dir,) = (root / "kfp").iterdir()
     return scene, run_dir
 

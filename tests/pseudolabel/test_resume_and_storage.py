@@ -11,6 +11,7 @@ from common.gcs_emulator import gcs_emulator
 
 from crownsam.common import storage
 from crownsam.pseudolabel.api import PseudolabelRequest, resume_uri, run_pseudolabel
+from crownsam.pseudolabel.params import PseudolabelParams
 from crownsam.pseudolabel.predictor import KnownAnswerPredictor
 from crownsam.synthetic import generate_scene
 
@@ -44,10 +45,11 @@ def predictor(scene, **k) -> Counting:
         return Counting(gpd.read_file(scene.truth), src.transform, **k)
 
 
-def request(scene, out: Path, **k) -> PseudolabelRequest:
+def request(scene, out: Path, batch_size: int = 16, **k) -> PseudolabelRequest:
     return PseudolabelRequest(
-        ortho=str(scene.ortho), segments=str(scene.coarse), out=str(out), progress=False, **k
-    )
+        ortho=str(scene.ortho), segments=str(scene.coarse), out=str(out), progress=False,
+        params=PseudolabelParams(batch_size=batch_size), **k,
+    )  # fmt: skip
 
 
 def test_crashed_run_resumes_without_redoing_finished_windows(scene, tmp_path) -> None:

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from crownsam.common.device import resolve_device
 from crownsam.common.errors import CrownsamError, InputError
 from crownsam.pseudolabel.masks import neighbourhoods
-from crownsam.pseudolabel.sam2_model import MODELS, Sam2BoxPredictor, build_sam2_model, resolve_device
+from crownsam.pseudolabel.params import MODELS
+from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model
 
 CPU = torch.device("cpu")
 

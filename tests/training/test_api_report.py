@@ -5,7 +5,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from crownsam.training.steps import model_report_html
+from crownsam.training.api import model_report_html
 
 
 def test_report_has_metrics_and_embedded_images(tmp_path) -> None:

@@ -1,49 +1,23 @@
-"""The comparison as a step: evaluation folders in; report, metrics and registry aliases out."""
+"""The comparison entry point: evaluation folders in; report, metrics and registry aliases out."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
+from crownsam.coco.export import test_set_id
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import InputError
+from crownsam.common.provenance import git_commit
 from crownsam.common.vector import read_polygons
 from crownsam.comparison.compare import Comparison, markdown, paired_model_jaccard, read_json, read_model_eval
 from crownsam.comparison.registry import Candidate, register_and_promote
 from crownsam.comparison.report import build_html
 
 log = logging.getLogger(__name__)
-
-
-def test_set_id(coco_dir: str | Path) -> str:
-    """Identity of the held-out test set: sha256 of the exported ``test.json`` (chips + manual crowns)."""
-    path = Path(coco_dir) / "test.json"
-    if not path.is_file():
-        raise InputError(path, "no test split to identify the test set by")
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def git_commit() -> str:
-    """The code version: ``$CROWNSAM_GIT_COMMIT`` (set in images) or the checkout's HEAD, else 'unknown'."""
-    if os.environ.get("CROWNSAM_GIT_COMMIT"):
-        return os.environ["CROWNSAM_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def compare_step(
@@ -98,7 +72,7 @@ def _register(
     ]
     test_set = test_set_id(coco_dir)
     client = MlflowClient(tracking_uri or None)
-    candidates = [Candidate(m.source, m.run_id, m.metrics[metric]) for m in c.models]
+    candidates = [Candidate(m.source, m.run_id or "", m.metrics[metric]) for m in c.models]
 
     def reevaluate(version: str) -> float:
         from crownsam.training.api import evaluate_model
