@@ -8,7 +8,9 @@ temporary names and renamed together, so a failure leaves none of them half-writ
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,15 @@ import pandas as pd
 from crownsam.classes.bands import band_roles, check_roles, describe_roles
 from crownsam.classes.cluster import ClassModel, Fit, assign, cluster, fit_scaling
 from crownsam.classes.features import CrownFeatures, compute_features, group_crowns, spectral_spec
-from crownsam.classes.params import ClassesParams
+from crownsam.classes.params import CLASS_COLUMN, ClassesParams, PipelineClasses
 from crownsam.common import storage
+from crownsam.common.artifacts import label_file
 from crownsam.common.atomic import atomic_paths
-from crownsam.common.errors import InputError
+from crownsam.common.errors import CrownsamError, InputError
 from crownsam.common.raster import check_rgb_bands, compute_stretch, open_raster, raster_info
 from crownsam.common.vector import ReadReport, read_polygons, to_crs
+from crownsam.pseudolabel.params import UNTRAINED_WARNING, Sam2Params
+from crownsam.tiling.params import TileParams
 from crownsam.tiling.plan import pixel_geometries
 
 log = logging.getLogger(__name__)
@@ -45,8 +50,6 @@ def output_paths(out: str) -> tuple[str, str]:
 def _untrained_banner(untrained: bool) -> str | None:
     if not untrained:
         return None
-    from crownsam.pseudolabel.sam2_model import UNTRAINED_WARNING
-
     return UNTRAINED_WARNING.replace("Masks are", "Its embeddings, and these classes, are")
 
 
@@ -57,11 +60,20 @@ class _Inputs:
     pix: np.ndarray  # crown geometries in the raster's pixel coordinates
     roles: dict[str, int]
     params: ClassesParams
+    sam2: Sam2Params
+    rgb_bands: tuple[int, ...]
     model: ClassModel | None
 
 
 def _prepare(
-    ortho: str, labels: str, out: str, params: ClassesParams, centres: str | None, cache_dir: str | None
+    ortho: str,
+    labels: str,
+    out: str,
+    params: ClassesParams,
+    sam2: Sam2Params,
+    rgb_bands: tuple[int, ...],
+    centres: str | None,
+    cache_dir: str | None,
 ) -> _Inputs:
     """Check every input (no pixels read but the header, no model loaded)."""
     if not str(out).lower().endswith(".gpkg"):
@@ -69,9 +81,12 @@ def _prepare(
     model = None
     if centres:
         model = ClassModel.load(storage.fetch(centres, cache_dir, what="centres file"), centres)
-        if model.sam2 and not (params.checkpoint or params.untrained):
+        if model.sam2 and not (sam2.checkpoint or sam2.untrained):
             how = "--untrained" if model.sam2["untrained"] else f"--checkpoint {model.sam2['checkpoint']}"
             raise InputError(centres, f"centres were fitted on SAM2 embeddings: pass {how} as for the fit")
+        if model.sam2:
+            sam2 = sam2.replace(model=model.sam2["model"])
+            rgb_bands = tuple(model.sam2["rgb_bands"])
         params = params.replace(
             k=model.k,
             features=model.features,
@@ -79,18 +94,19 @@ def _prepare(
             percentiles=tuple(model.spectral["percentiles"]),
             texture_px=int(model.spectral["texture_px"]),
             min_pixels=model.min_pixels,
-            **(
-                {"model": model.sam2["model"], "rgb_bands": tuple(model.sam2["rgb_bands"])}
-                if model.sam2
-                else {}
-            ),
+        )
+    elif params.uses_sam2 and not sam2.checkpoint and not sam2.untrained:
+        raise CrownsamError(
+            None,
+            f"--features {params.features} needs SAM2: pass --checkpoint URI (path, gs://, https://) or "
+            "--untrained",
         )
     local = str(storage.fetch(ortho, cache_dir, what="raster"))
     info = dataclasses.replace(raster_info(local), path=ortho)
     roles = band_roles(ortho, info.descriptions, params.band_names)
     check_roles(ortho, roles, params.indices, explicit=params.band_names is not None)
     if params.uses_sam2:
-        check_rgb_bands(info, params.rgb_bands)
+        check_rgb_bands(info, rgb_bands)
     if model is not None:
         wanted = {r for r, _ in model.spectral["roles"]}
         if wanted != set(roles):
@@ -106,7 +122,7 @@ def _prepare(
     for note in report.notes:
         log.warning(note)
     pix = pixel_geometries(in_raster_crs, info.affine)
-    return _Inputs(local, frame, pix, roles, params, model)
+    return _Inputs(local, frame, pix, roles, params, sam2, rgb_bands, model)
 
 
 def _check_k(ks: list[int], n: int, source: str, what: str, params: ClassesParams) -> None:
@@ -121,15 +137,11 @@ def _check_k(ks: list[int], n: int, source: str, what: str, params: ClassesParam
         )
 
 
-def _sam2_encoder(params: ClassesParams, cache_dir: str | None) -> Any:
+def _sam2_encoder(sam2: Sam2Params, cache_dir: str | None) -> Any:
     from crownsam.classes.embedding import Sam2WindowEncoder
-    from crownsam.pseudolabel.sam2_model import build_sam2_model, resolve_device
+    from crownsam.pseudolabel.sam2_model import sam2_box_predictor
 
-    device = resolve_device(params.device)
-    net = build_sam2_model(
-        params.model, params.checkpoint, untrained=params.untrained, device=device, cache_dir=cache_dir
-    )
-    return Sam2WindowEncoder(net, name=params.model, untrained=params.untrained)
+    return Sam2WindowEncoder(sam2_box_predictor(sam2, cache_dir))
 
 
 def _matrix(feats: CrownFeatures, params: ClassesParams, spec_groups: list) -> tuple[np.ndarray, list, list]:
@@ -154,6 +166,8 @@ def pseudo_classes(
     out: str,
     params: ClassesParams | None = None,
     *,
+    sam2: Sam2Params | None = None,
+    rgb_bands: tuple[int, ...] | None = None,
     centres: str | None = None,
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -161,13 +175,17 @@ def pseudo_classes(
     ``pseudo_class``, ``class_distance``, ``class_skipped``, ``class_pixels`` and ``f_<feature>``), the
     centres JSON (fit only) and the HTML report beside it; return the summary.
 
-    With ``centres`` (a centres JSON of an earlier fit) crowns are assigned to those centres with that
-    fit's scaling and feature options; nothing is refitted.
+    ``sam2`` (which SAM2, for ``features`` sam2/both) and ``rgb_bands`` (the bands SAM2 sees as R, G, B;
+    default :class:`TileParams`' 3,2,1) are the definitions pseudolabeling uses. With ``centres`` (a
+    centres JSON of an earlier fit) crowns are assigned to those centres with that fit's scaling, feature
+    options, SAM2 model and RGB bands; nothing is refitted.
     """
     t0 = time.perf_counter()
     params = params or ClassesParams()
-    inp = _prepare(ortho, labels, out, params, centres, cache_dir)
-    params = inp.params
+    sam2 = sam2 or Sam2Params()
+    rgb = tuple(rgb_bands) if rgb_bands is not None else TileParams().rgb_bands
+    inp = _prepare(ortho, labels, out, params, sam2, rgb, centres, cache_dir)
+    params, sam2, rgb = inp.params, inp.sam2, inp.rgb_bands
     spec = spectral_spec(inp.roles, params.indices, params.percentiles, params.texture_px)
     with open_raster(inp.ortho) as src:
         _, reason = group_crowns(inp.pix, src.width, src.height, with_window=False)
@@ -178,8 +196,8 @@ def pseudo_classes(
 
     encoder, stretch = None, None
     if params.uses_sam2:
-        stretch = compute_stretch(inp.ortho, params.rgb_bands)
-        encoder = _sam2_encoder(params, cache_dir)
+        stretch = compute_stretch(inp.ortho, rgb)
+        encoder = _sam2_encoder(sam2, cache_dir)
     with open_raster(inp.ortho) as src:
         feats = compute_features(
             src,
@@ -187,7 +205,7 @@ def pseudo_classes(
             spec,
             min_pixels=params.min_pixels,
             encoder=encoder,
-            rgb_bands=tuple(params.rgb_bands),  # type: ignore[arg-type]
+            rgb_bands=rgb,  # type: ignore[arg-type]
             stretch=stretch,
         )
     ok = feats.reason == ""
@@ -221,10 +239,10 @@ def pseudo_classes(
             },
             sam2=(
                 {
-                    "model": params.model,
-                    "checkpoint": params.checkpoint,
-                    "untrained": params.untrained,
-                    "rgb_bands": list(params.rgb_bands),
+                    "model": sam2.model,
+                    "checkpoint": sam2.checkpoint,
+                    "untrained": sam2.untrained,
+                    "rgb_bands": list(rgb),
                 }
                 if params.uses_sam2
                 else None
@@ -240,7 +258,7 @@ def pseudo_classes(
             raise InputError(
                 centres, f"centres were fitted on {len(model.names)} features that {ortho} does not give"
             )
-        _check_sam2_source(model, params, centres)
+        _check_sam2_source(model, sam2, centres)
         if n_ok == 0:
             raise InputError(labels, "no crown has enough valid pixels to be assigned")
         labels_, dist = assign(model.scaling.apply(x[ok]), model.centre_array)
@@ -251,7 +269,7 @@ def pseudo_classes(
     klass = np.full(len(ok), UNCLASSED, dtype=np.int64)
     distance = np.full(len(ok), np.nan)
     klass[ok], distance[ok] = fit.labels, fit.distance
-    untrained = bool(params.uses_sam2 and params.untrained)
+    untrained = bool(params.uses_sam2 and sam2.untrained)
     frame = _output_frame(inp.frame, klass, distance, feats, untrained if params.uses_sam2 else None)
     counts = np.bincount(fit.labels, minlength=fit.k).tolist()
     summary: dict[str, Any] = {
@@ -269,6 +287,7 @@ def pseudo_classes(
         "assigned_from": centres,
         "untrained": untrained,
         "params": params.as_dict(),
+        "sam2": {**sam2.as_dict(), "rgb_bands": list(rgb)} if params.uses_sam2 else None,
         "inputs": {"ortho": ortho, "labels": labels},
     }
     if untrained:
@@ -287,7 +306,7 @@ def pseudo_classes(
         spec,
         fit,
         summary,
-        rgb_bands=_report_rgb(inp.roles, params),
+        rgb_bands=_report_rgb(inp.roles, rgb),
         banner=_untrained_banner(untrained),
     )
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -298,30 +317,30 @@ def pseudo_classes(
     return summary
 
 
-def _check_sam2_source(model: ClassModel, params: ClassesParams, centres: str | None) -> None:
+def _check_sam2_source(model: ClassModel, sam2: Sam2Params, centres: str | None) -> None:
     """Embeddings of an untrained and a trained SAM2 (or another checkpoint) are not comparable."""
     if not model.sam2:
         return
-    if bool(model.sam2["untrained"]) != bool(params.untrained):
+    if bool(model.sam2["untrained"]) != bool(sam2.untrained):
         fitted = "an untrained SAM2" if model.sam2["untrained"] else f"checkpoint {model.sam2['checkpoint']}"
         raise InputError(centres, f"centres were fitted on embeddings of {fitted}; pass the same here")
-    if model.sam2.get("checkpoint") != params.checkpoint:
+    if model.sam2.get("checkpoint") != sam2.checkpoint:
         log.warning(
             "%s: centres were fitted with checkpoint %s, assigning with %s",
             centres,
             model.sam2.get("checkpoint"),
-            params.checkpoint,
+            sam2.checkpoint,
         )
 
 
-def _report_rgb(roles: dict[str, int], params: ClassesParams) -> tuple[int, ...]:
+def _report_rgb(roles: dict[str, int], rgb_bands: tuple[int, ...]) -> tuple[int, ...]:
     """Bands for the report's pictures: red, green, blue by role when all are known, else --rgb-bands."""
     if all(r in roles for r in ("red", "green", "blue")):
         return (roles["red"], roles["green"], roles["blue"])
-    return tuple(params.rgb_bands)
+    return tuple(rgb_bands)
 
 
-OUR_COLUMNS = ("pseudo_class", "class_distance", "class_skipped", "class_pixels", "class_sam2_untrained")
+OUR_COLUMNS = (CLASS_COLUMN, "class_distance", "class_skipped", "class_pixels", "class_sam2_untrained")
 
 
 def _output_frame(
@@ -339,7 +358,7 @@ def _output_frame(
     out = frame.drop(columns=replaced)
     geometry = out.geometry.name
     cols = {
-        "pseudo_class": klass,
+        CLASS_COLUMN: klass,
         "class_distance": distance,
         "class_skipped": feats.reason.astype(str),
         "class_pixels": feats.pixels,
@@ -374,3 +393,55 @@ def _write(
         Path(tmps[1]).write_text(page, encoding="utf-8")
         if centres_out:
             model.save(tmps[2])
+
+
+# ------------------------------------------------------------------------------------ pipeline step
+
+OUT_NAME = "pseudo_classes.gpkg"
+
+
+def pseudo_classes_artifact(
+    ortho_uri: str,
+    labels_artifact: str,
+    out_dir: str,
+    report_html: str,
+    switch: PipelineClasses,
+    params: ClassesParams,
+    *,
+    sam2: Sam2Params | None = None,
+    rgb_bands: tuple[int, ...] | None = None,
+) -> dict[str, float]:
+    """The pipeline step: classify the crowns of a label artifact (a .gpkg or a folder holding one) into
+    ``out_dir/pseudo_classes.gpkg`` (+ centres JSON and report beside it, the report copied to
+    ``report_html``), with K from ``switch``; return numbers for KFP's Metrics (counts per class,
+    silhouette of the chosen K).
+
+    With the switch ``off`` the labels pass through unchanged (copied into ``out_dir`` under their own
+    name, no ``pseudo_class`` column) and the report says so: KFP's local runner cannot pick one of two
+    conditional artifacts, so the task runs either way and the export downstream sees one artifact."""
+    src = label_file(labels_artifact)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    Path(report_html).parent.mkdir(parents=True, exist_ok=True)
+    if not switch.enabled:
+        shutil.copyfile(src, Path(out_dir) / Path(src).name)
+        Path(report_html).write_text(_off_page(), encoding="utf-8")
+        return {}
+    out = str(Path(out_dir) / OUT_NAME)
+    ortho = str(storage.fetch(ortho_uri, what="raster"))
+    s = pseudo_classes(ortho, src, out, switch.classes_params(params), sam2=sam2, rgb_bands=rgb_bands)
+    shutil.copyfile(output_paths(out)[1], report_html)
+    metrics = {"crowns": float(s["crowns"]), "classified": float(s["classified"]), "k": float(s["k"])}
+    metrics["silhouette"] = float(s["silhouette"].get(str(s["k"]), float("nan")))
+    metrics |= {f"class_{c}_crowns": float(n) for c, n in enumerate(s["counts"])}
+    return {k: v for k, v in metrics.items() if v == v}  # KFP's Metrics take finite numbers only
+
+
+def _off_page() -> str:
+    text = (
+        "Pseudo-classes are off (pipeline parameter pseudo_classes = off): the pseudolabels pass through "
+        "unchanged and the models are trained on one class, tree."
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>crownsam pseudo-classes</title></head>"
+        f"<body><h1>crownsam pseudo-classes</h1><p>{html.escape(text)}</p></body></html>"
+    )

@@ -182,10 +182,10 @@ class ClassModel:
             raise InputError(
                 source, f"centres file version {d.get('version')!r}; this crownsam reads {VERSION}"
             )
-        names = {f.name for f in cls.__dataclass_fields__.values()}  # type: ignore[attr-defined]
-        missing = sorted(n for n in names if n not in d and n != "fitted_on")
-        if missing:
-            raise InputError(source, f"centres file lacks {', '.join(missing)}")
+        names = {f.name for f in cls.__dataclass_fields__.values()}
+        absent = sorted(n for n in names if n not in d and n != "fitted_on")
+        if absent:
+            raise InputError(source, f"centres file lacks {', '.join(absent)}")
         m = cls(**{k: v for k, v in d.items() if k in names})
         d_feat = len(m.names)
         shape_ok = (

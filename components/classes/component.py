@@ -1,4 +1,4 @@
-"""KFP component: pseudo-classes of a label set (CPU image; SAM2 features also run there, on CPU)."""
+"""KFP component: pseudo-classes of the pseudolabels (CPU image; SAM2 features also run there, on CPU)."""
 
 # No `from __future__ import annotations`: KFP reads the annotations at decoration time.
 from kfp import dsl
@@ -15,7 +15,7 @@ def pseudo_classes_op(
     classed: Output[Dataset],
     report: Output[HTML],
     metrics: Output[Metrics],
-    k: int = 0,
+    pseudo_classes: str = "off",
     k_range: str = "2..8",
     features: str = "spectral",
     band_names: str = "",
@@ -23,38 +23,38 @@ def pseudo_classes_op(
     percentiles: str = "10.0,90.0",
     texture_px: int = 5,
     min_pixels: int = 16,
-    seed: int = 0,
-    restarts: int = 10,
-    batch_size: int = 1024,
-    silhouette_sample: int = 5000,
     sam2_model: str = "sam2.1_hiera_t",
     sam2_checkpoint: str = "",
     untrained: bool = False,
     rgb_bands: str = "3,2,1",
-    device: str = "auto",
 ):
-    """A folder with pseudo_classes.gpkg (+ .centres.json, .report.html), the report, and metrics."""
-    from crownsam.classes.params import ClassesParams
-    from crownsam.classes.steps import classes_step
+    """A folder with pseudo_classes.gpkg (+ .centres.json, .report.html), the report, and metrics; with
+    ``pseudo_classes = off`` the labels unchanged. Parameters: ``PipelineClasses``, ``ClassesParams``,
+    ``Sam2Params`` and ``TileParams.rgb_bands``."""
+    from crownsam.classes.api import pseudo_classes_artifact
+    from crownsam.classes.params import ClassesParams, PipelineClasses
+    from crownsam.pseudolabel.params import Sam2Params
+    from crownsam.tiling.params import TileParams
 
-    params = ClassesParams.from_pipeline(
-        k=k,
-        k_range=k_range,
-        features=features,
-        band_names=band_names,
-        indices=indices,
-        percentiles=percentiles,
-        texture_px=texture_px,
-        min_pixels=min_pixels,
-        seed=seed,
-        restarts=restarts,
-        batch_size=batch_size,
-        silhouette_sample=silhouette_sample,
-        sam2_model=sam2_model,
-        sam2_checkpoint=sam2_checkpoint,
-        untrained=untrained,
-        rgb_bands=rgb_bands,
-        device=device,
+    values = pseudo_classes_artifact(
+        ortho_uri,
+        labels.path,
+        classed.path,
+        report.path,
+        PipelineClasses.from_pipeline(pseudo_classes=pseudo_classes),
+        ClassesParams.from_pipeline(
+            k_range=k_range,
+            features=features,
+            band_names=band_names,
+            indices=indices,
+            percentiles=percentiles,
+            texture_px=texture_px,
+            min_pixels=min_pixels,
+        ),
+        sam2=Sam2Params.from_pipeline(
+            sam2_model=sam2_model, sam2_checkpoint=sam2_checkpoint, untrained=untrained
+        ),
+        rgb_bands=TileParams.from_pipeline(rgb_bands=rgb_bands).rgb_bands,
     )
-    for key, value in classes_step(ortho_uri, labels.path, classed.path, report.path, params).items():
+    for key, value in values.items():
         metrics.log_metric(key, value)

@@ -82,10 +82,8 @@ class Sam2WindowEncoder:
     """One SAM2 image-encoder pass per window (``SAM2ImagePredictor.set_image``, bf16 autocast on CUDA)
     returning ``get_image_embedding()`` as a (256, 64, 64) float32 array for a 1024 px image."""
 
-    def __init__(self, net: Any, *, name: str, untrained: bool) -> None:
-        from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor
-
-        self.box_predictor = Sam2BoxPredictor(net, name=name, untrained=untrained)
+    def __init__(self, box_predictor: Any) -> None:
+        self.box_predictor = box_predictor  # a crownsam.pseudolabel.sam2_model.Sam2BoxPredictor
 
     @property
     def forward_seconds(self) -> float:

@@ -1,5 +1,11 @@
 """The parameters of ``crownsam pseudo-classes``, defined once (light: no numpy/sklearn import, so the
-command line starts fast)."""
+command line starts fast).
+
+:class:`ClassesParams` is how crowns are described and clustered. Which SAM2 computes embeddings is
+:class:`crownsam.pseudolabel.params.Sam2Params` and the bands SAM2 sees as RGB are
+:attr:`crownsam.tiling.params.TileParams.rgb_bands` (the same definitions pseudolabeling uses), so they are
+not repeated here. :class:`PipelineClasses` is the pipeline's switch ``pseudo_classes``.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +17,10 @@ from crownsam.common.errors import CrownsamError
 from crownsam.common.params import Params, param
 
 FEATURES = ("spectral", "sam2", "both")
-# Options that define the feature vector: fixed by a centres file when one is given.
-FEATURE_FIELDS = (
-    "k",
-    "k_range",
-    "features",
-    "indices",
-    "percentiles",
-    "texture_px",
-    "min_pixels",
-    "model",
-    "rgb_bands",
-)
+# Options that define the feature vector: fixed by a centres file when one is given (with SAM2's
+# ``model`` and the ``rgb_bands``, which other classes define).
+FEATURE_FIELDS = ("k", "k_range", "features", "indices", "percentiles", "texture_px", "min_pixels")
+CLASS_COLUMN = "pseudo_class"  # the output column with the class (0..K-1; -1: no class)
 K_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
 
 
@@ -31,7 +29,12 @@ class ClassesParams(Params):
     """Parameters of ``crownsam pseudo-classes`` (README: components/classes/README.md)."""
 
     k: int | None = param(
-        None, "number of classes (default: chosen by silhouette over --k-range)", ge=2, unset=0, metavar="K"
+        None,
+        "number of classes (default: chosen by silhouette over --k-range)",
+        ge=2,
+        unset=0,
+        metavar="K",
+        pipeline=None,  # the pipeline's K is its switch `pseudo_classes` (PipelineClasses)
     )
     k_range: str = param("2..8", "numbers of classes to try when --k is not given", metavar="LO..HI")
     features: str = param(
@@ -54,25 +57,22 @@ class ClassesParams(Params):
         5, "side of the local window of the texture measure, px", ge=3, le=101, metavar="PX"
     )
     min_pixels: int = param(16, "crowns with fewer valid pixels get no class (-1)", ge=1, metavar="N")
-    seed: int = param(0, "seed of MiniBatchKMeans and of the silhouette sample", ge=0, metavar="N")
+    # Tuning of the clustering: command-line options only (pipeline names `seed`, `batch_size` would
+    # collide with the training's).
+    seed: int = param(
+        0, "seed of MiniBatchKMeans and of the silhouette sample", ge=0, metavar="N", pipeline=None
+    )
     restarts: int = param(
-        10, "MiniBatchKMeans runs per K, seeds drawn from --seed (lowest inertia wins)", ge=1, metavar="N"
+        10,
+        "MiniBatchKMeans runs per K, seeds drawn from --seed (lowest inertia wins)",
+        ge=1,
+        metavar="N",
+        pipeline=None,
     )
-    batch_size: int = param(1024, "MiniBatchKMeans batch size", ge=1, metavar="N")
-    silhouette_sample: int = param(5000, "crowns drawn for the silhouette score", ge=10, metavar="N")
-    model: str = param(
-        "sam2.1_hiera_t", "SAM2 model for --features sam2|both", pipeline="sam2_model", metavar="NAME"
+    batch_size: int = param(1024, "MiniBatchKMeans batch size", ge=1, metavar="N", pipeline=None)
+    silhouette_sample: int = param(
+        5000, "crowns drawn for the silhouette score", ge=10, metavar="N", pipeline=None
     )
-    checkpoint: str | None = param(
-        None,
-        "SAM2 weights: local path, gs:// or https:// (cached)",
-        unset="",
-        pipeline="sam2_checkpoint",
-        metavar="URI",
-    )
-    untrained: bool = param(False, "random SAM2 weights: plumbing and speed only")
-    rgb_bands: tuple[int, ...] = param((3, 2, 1), "1-based bands SAM2 sees as RGB", metavar="R,G,B")
-    device: str = param("auto", "where SAM2 runs: auto, cpu or cuda", metavar="DEVICE")
 
     def check(self) -> None:
         k_bounds(self.k_range)
@@ -85,16 +85,6 @@ class ClassesParams(Params):
             raise CrownsamError(None, "--indices: an index is named twice")
         if any(not 0 < p < 100 for p in self.percentiles):
             raise CrownsamError(None, "--percentiles: each must lie strictly between 0 and 100")
-        if len(self.rgb_bands) != 3:
-            raise CrownsamError(None, f"--rgb-bands: need exactly 3 band indices, got {len(self.rgb_bands)}")
-        if self.checkpoint and self.untrained:
-            raise CrownsamError(None, "--checkpoint and --untrained exclude each other")
-        if self.uses_sam2 and not self.checkpoint and not self.untrained:
-            raise CrownsamError(
-                None,
-                f"--features {self.features} needs SAM2: pass --checkpoint URI (path, gs://, https://) or "
-                "--untrained",
-            )
 
     @property
     def uses_sam2(self) -> bool:
@@ -117,3 +107,41 @@ def k_bounds(text: str) -> tuple[int, int]:
     if lo < 2 or hi < lo:
         raise CrownsamError(None, f"--k-range: {text!r} needs 2 <= LO <= HI")
     return lo, hi
+
+
+OFF, AUTO = "off", "auto"
+
+
+@dataclass(frozen=True)
+class PipelineClasses(Params):
+    """The pipeline's switch: give the pseudolabels pseudo-classes (and train a multi-class Mask R-CNN on
+    them), or not. ``off``: one class ``tree``, as without this step; ``auto``: K chosen by silhouette over
+    the K range; a number: that K."""
+
+    pseudo_classes: str = param(
+        OFF,
+        "pseudo-classes of the pseudolabels for a multi-class model: off, auto (K by silhouette) or K >= 2",
+        flag="",
+    )
+
+    def check(self) -> None:
+        self.k()
+
+    @property
+    def enabled(self) -> bool:
+        return str(self.pseudo_classes).strip().lower() != OFF
+
+    def k(self) -> int | None:
+        """K, or None for ``auto`` (and for ``off``); CrownsamError for anything else."""
+        text = str(self.pseudo_classes).strip().lower()
+        if text in (OFF, AUTO):
+            return None
+        if not text.isdigit() or int(text) < 2:
+            raise CrownsamError(
+                None, f"pseudo_classes: {self.pseudo_classes!r} must be off, auto or a number K >= 2"
+            )
+        return int(text)
+
+    def classes_params(self, base: ClassesParams) -> ClassesParams:
+        """``base`` with this switch's K (``auto``: base's K range)."""
+        return base.replace(k=self.k())

@@ -47,7 +47,7 @@ def class_color(k: int) -> str:
     return CLASS_COLORS[k % len(CLASS_COLORS)]
 
 
-def _rings_px(geoms: Sequence[shapely.Geometry]) -> list[np.ndarray]:
+def _rings_px(geoms: Sequence[shapely.Geometry] | np.ndarray) -> list[np.ndarray]:
     out = []
     for g in geoms:
         for p in shapely.get_parts(g):
@@ -255,8 +255,9 @@ def _rules(summary: dict[str, Any], spec: SpectralSpec) -> list[str]:
     ]
     if summary["features"] in ("sam2", "both"):
         rules.append(
-            f"SAM2 features: {html.escape(str(p['model']))} image-encoder embedding of each 1024 px window "
-            "(one pass per window), upsampled bilinearly and averaged over the crown's pixels (ALPS)."
+            f"SAM2 features: {html.escape(str(summary['sam2']['model']))} image-encoder embedding of each "
+            "1024 px window (one pass per window), upsampled bilinearly and averaged over the crown's "
+            "pixels (ALPS)."
         )
     return rules
 
