@@ -142,6 +142,11 @@ class PipelineClasses(Params):
             )
         return int(text)
 
+    @property
+    def class_column(self) -> str | None:
+        """The labels' class column for the COCO export: ``pseudo_class`` when on, else None."""
+        return CLASS_COLUMN if self.enabled else None
+
     def classes_params(self, base: ClassesParams) -> ClassesParams:
         """``base`` with this switch's K (``auto``: base's K range)."""
         return base.replace(k=self.k())

@@ -235,8 +235,11 @@ ARRIVALS = [
             "val_fraction": 0.3,
             "holdout_buffer_m": 2.5,
             "val_block": 2,
+            "pseudo_classes": "auto",
         },
-        lambda v: ExportParams.from_pipeline(**v),
+        lambda v: ExportParams.from_pipeline(
+            **{k: x for k, x in v.items() if k != "pseudo_classes"}, class_column="pseudo_class"
+        ),
     ),
     Arrival(
         evaluate_labels_op,
