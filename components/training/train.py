@@ -316,7 +316,7 @@ class _Trainer:
         self.steps_per_epoch = len(epoch_batches(len(self.train_ds), cfg.batch_size, dist, cfg.seed, 0))
         self.schedule_total = cfg.epochs * self.steps_per_epoch
         self.total = min(self.schedule_total, cfg.max_iters or self.schedule_total)
-        self.meta = {
+        self.meta: dict[str, Any] = {
             "format": MODEL_FORMAT,
             "version": cfg.model_version,
             "bands": list(prep.bands),
