@@ -23,7 +23,7 @@ try:
 except ImportError:
     from test_local_run import TINY
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # two CPU trainings: 25+ min on a busy machine
 
 
 @pytest.fixture(scope="module")
