@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         passes=a.passes,
         points_per_side=a.points_per_side,
         points_per_batch=a.points_per_batch,
-        model=a.model,
         **(
             {"pred_iou_start": 0.0, "pred_iou_floor": 0.0, "stability_start": 0.0, "stability_floor": 0.0}
             if a.open_thresholds

@@ -169,13 +169,15 @@ def judge(
     lg = lg[~(shapely.is_missing(lg) | shapely.is_empty(lg))]
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     shares = overlap_shares(np.where(empty, shapely.Polygon(), geoms), lg)
-    same = chm is None or same_crs(CRS.from_user_input(masks.crs), CRS.from_user_input(chm.crs.to_wkt()))
+    chm_crs = chm.crs.to_wkt() if chm is not None else None
+    same = chm_crs is None or same_crs(CRS.from_user_input(masks.crs), CRS.from_user_input(chm_crs))
 
     def to_chm(g: shapely.Geometry) -> shapely.Geometry:
-        return g if same else gpd.GeoSeries([g], crs=masks.crs).to_crs(chm.crs.to_wkt()).values[0]
+        return g if same else gpd.GeoSeries([g], crs=masks.crs).to_crs(chm_crs).values[0]
 
     out = Decision()
     for i, g in enumerate(geoms):
+        fig: dict[str, float]
         if empty[i]:
             reason, fig = "empty", {}
         else:
@@ -351,7 +353,7 @@ def gpkg_in(path: str) -> str:
 
 
 def add_missed_artifact(
-    labels_dir: str, masks_dir: str, ortho_uri: str, chm_uri: str, out_dir: str, **params: Any
+    labels_dir: str, masks_dir: str, ortho_uri: str, chm_uri: str, out_dir: str, params: AddMissedParams
 ) -> dict[str, float]:
     """The KFP step: labels and masks artifacts (folders or files) into ``out_dir/completed.gpkg`` and its
     summary; returns KFP metrics (added, dropped per reason)."""
@@ -362,6 +364,6 @@ def add_missed_artifact(
         ortho_uri,
         str(Path(out_dir) / ARTIFACT_COMPLETED),
         chm=chm_uri or None,
-        params=AddMissedParams.from_pipeline(**params),
+        params=params,
     )
     return {"added": float(s["added"])} | {f"dropped_{k}": float(v) for k, v in s["dropped"].items()}

@@ -15,12 +15,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rasterio import Affine
 
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
+from crownsam.common.device import resolve_device
 from crownsam.common.errors import InputError
 from crownsam.common.raster import RasterInfo, Stretch, check_rgb_bands, compute_stretch, raster_info
 from crownsam.everything.params import EverythingParams
@@ -35,6 +35,7 @@ from crownsam.everything.store import (
     write_shard_folder,
 )
 from crownsam.everything.tiles import Tile, TileGrid, tile_grid
+from crownsam.pseudolabel.params import Sam2Params
 from crownsam.tiling.plan import split_windows
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,7 @@ class EverythingRequest:
     ortho: str
     out: str
     params: EverythingParams = field(default_factory=EverythingParams)
-    checkpoint: str | None = None
-    untrained: bool = False
-    device: str = "auto"
+    sam2: Sam2Params = field(default_factory=Sam2Params)
     shard: tuple[int, int] | None = None
     summary: str | None = None
     resume_dir: str | None = None  # None: OUT + ".parts"; "": no resuming (a temporary folder)
@@ -103,14 +102,15 @@ def prepare(req: EverythingRequest) -> Prepared:
 
 def build_generator(req: EverythingRequest) -> tuple[MaskGenerator, dict]:
     """SAM2 (checkpoint or, asked for explicitly, untrained) inside SAM2's automatic mask generator."""
-    from crownsam.pseudolabel.sam2_model import build_sam2_model, resolve_device
+    from crownsam.pseudolabel.sam2_model import build_sam2_model
 
-    device = resolve_device(req.device)
+    s = req.sam2
+    device = resolve_device(s.device)
     net = build_sam2_model(
-        req.params.model, req.checkpoint, untrained=req.untrained, device=device, cache_dir=req.cache_dir
+        s.model, s.checkpoint, untrained=s.untrained, device=device, cache_dir=req.cache_dir
     )
-    gen = AmgGenerator.from_model(net, req.params, name=req.params.model, untrained=req.untrained)
-    return gen, {"device": str(device), "checkpoint": req.checkpoint}
+    gen = AmgGenerator.from_model(net, req.params, name=s.model, untrained=s.untrained)
+    return gen, {"device": str(device), "checkpoint": s.checkpoint}
 
 
 def base_summary(req: EverythingRequest, prep: Prepared, generator: MaskGenerator, key: str) -> dict:
@@ -147,7 +147,9 @@ def run_segment_everything(req: EverythingRequest, generator: MaskGenerator | No
     extra: dict = {}
     if generator is None:
         generator, extra = build_generator(req)
-    key = run_key(prep.info, prep.stretch, req.params, generator.name, req.checkpoint, generator.untrained)
+    key = run_key(
+        prep.info, prep.stretch, req.params, generator.name, req.sam2.checkpoint, generator.untrained
+    )
     temporary = req.resume_dir == ""
     parts = (
         tempfile.mkdtemp(prefix="crownsam-everything-")
@@ -257,7 +259,7 @@ def merge_everything(
     counts = {int(s["shard"][1]) if s.get("shard") else None for s in shards}
     if None in counts or len(counts) != 1:
         raise InputError(inputs[0], "not the shard folders of one sharded run (shard counts differ)")
-    (n,) = counts
+    n = int(next(iter(counts)) or 0)
     got = sorted(int(s["shard"][0]) for s in shards)
     if got != list(range(n)):
         missing = sorted(set(range(n)) - set(got))
@@ -294,18 +296,16 @@ def segment_everything_shard_artifact(
     out_uri: str,
     shard: int,
     shards: int,
-    checkpoint: str,
-    untrained: bool,
-    **params: Any,
+    sam2: Sam2Params,
+    params: EverythingParams,
 ) -> dict:
     """The KFP shard step: shard ``shard`` of ``shards`` into the folder ``out_dir``; finished tiles are kept
     under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task)."""
     req = EverythingRequest(
         ortho=ortho_uri,
         out=out_dir,
-        params=EverythingParams.from_pipeline(**params),
-        checkpoint=checkpoint or None,
-        untrained=untrained,
+        params=params,
+        sam2=sam2,
         shard=(shard, shards),
         progress=False,
         resume_dir=str(out_uri).rstrip("/") + ".parts",

@@ -8,6 +8,8 @@ import json
 from crownsam.common.cli_util import shard_arg
 from crownsam.common.params import add_options
 from crownsam.everything.params import AddMissedParams, EverythingParams
+from crownsam.pseudolabel.cli import add_sam2_options
+from crownsam.pseudolabel.params import Sam2Params
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -17,9 +19,7 @@ def run_segment(args: argparse.Namespace) -> int:
         ortho=args.ortho,
         out=args.out,
         params=EverythingParams.from_args(args),
-        checkpoint=args.checkpoint,
-        untrained=args.untrained,
-        device=args.device,
+        sam2=Sam2Params.from_args(args),
         shard=args.shard,
         summary=args.summary,
         resume_dir=args.resume_dir,
@@ -55,10 +55,7 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
         help="objects GeoPackage (path or gs://); with --shard, a folder of tiles for merge-everything",
     )
     add_options(s, EverythingParams)
-    w = s.add_mutually_exclusive_group()
-    w.add_argument("--checkpoint", help="SAM2 weights: local path, gs://bucket/key or https:// URL (cached)")
-    w.add_argument("--untrained", action="store_true", help="random weights: plumbing and speed only")
-    s.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
+    add_sam2_options(s)
     s.add_argument("--shard", type=shard_arg, help="process only shard I of N of the tiles, e.g. 0/4")
     s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
     s.add_argument(

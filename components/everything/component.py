@@ -20,7 +20,8 @@ def segment_everything_op(
     shard: int,
     shards: int,
     tiles: Output[Dataset],
-    checkpoint: str = "",
+    sam2_model: str = "sam2.1_hiera_t",
+    sam2_checkpoint: str = "",
     untrained: bool = False,
     amg_tile: int = 1024,
     amg_padding: int = 128,
@@ -39,22 +40,20 @@ def segment_everything_op(
     amg_points_per_batch: int = 64,
     amg_box_nms_thresh: float = 0.7,
     rgb_bands: str = "3,2,1",
-    sam2_model: str = "sam2.1_hiera_t",
 ):
     """Shard ``shard`` of ``shards``: a folder of finished tiles (``tiles/*.json`` + ``shard.json``).
+    Parameters: ``EverythingParams`` and ``Sam2Params``.
 
     Finished tiles are kept beside the output (``<tiles>.parts``) so a retried task resumes.
     """
     from crownsam.everything.api import segment_everything_shard_artifact
+    from crownsam.everything.params import EverythingParams
+    from crownsam.pseudolabel.params import Sam2Params
 
-    segment_everything_shard_artifact(
-        ortho_uri,
-        tiles.path,
-        tiles.uri,
-        shard,
-        shards,
-        checkpoint,
-        untrained,
+    sam2 = Sam2Params.from_pipeline(
+        sam2_model=sam2_model, sam2_checkpoint=sam2_checkpoint, untrained=untrained
+    )
+    params = EverythingParams.from_pipeline(
         amg_tile=amg_tile,
         amg_padding=amg_padding,
         amg_passes=amg_passes,
@@ -72,8 +71,8 @@ def segment_everything_op(
         amg_points_per_batch=amg_points_per_batch,
         amg_box_nms_thresh=amg_box_nms_thresh,
         rgb_bands=rgb_bands,
-        sam2_model=sam2_model,
     )
+    segment_everything_shard_artifact(ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -104,15 +103,12 @@ def add_missed_op(
     missed_nir_band: int = 4,
     missed_existing_source: str = "pseudo",
 ):
-    """Labels plus the missed crowns (``label_source=amg``): a folder with completed.gpkg + summary."""
+    """Labels plus the missed crowns (``label_source=amg``): a folder with completed.gpkg + summary.
+    Parameters: ``AddMissedParams``."""
     from crownsam.everything.add_missed import add_missed_artifact
+    from crownsam.everything.params import AddMissedParams
 
-    result = add_missed_artifact(
-        labels.path,
-        masks.path,
-        ortho_uri,
-        chm_uri,
-        completed.path,
+    params = AddMissedParams.from_pipeline(
         missed_max_overlap=missed_max_overlap,
         missed_min_area=missed_min_area,
         missed_max_area=missed_max_area,
@@ -123,5 +119,6 @@ def add_missed_op(
         missed_nir_band=missed_nir_band,
         missed_existing_source=missed_existing_source,
     )
+    result = add_missed_artifact(labels.path, masks.path, ortho_uri, chm_uri, completed.path, params)
     for key, value in result.items():
         metrics.log_metric(key, value)

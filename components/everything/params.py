@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from crownsam.common.errors import CrownsamError
 from crownsam.common.params import Params, param
-from crownsam.pseudolabel.sam2_model import MODELS
+from crownsam.pseudolabel.params import rgb_bands_param
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,7 @@ class EverythingParams(Params):
     box_nms_thresh: float = param(
         0.7, "SAM2's box NMS IoU within one pass", gt=0.0, le=1.0, pipeline="amg_box_nms_thresh"
     )
-    rgb_bands: tuple[int, ...] = param((3, 2, 1), "1-based R,G,B bands that SAM2 sees", metavar="R,G,B")
-    model: str = param(
-        "sam2.1_hiera_t", "SAM2 model (must match --checkpoint)", choices=tuple(MODELS), pipeline="sam2_model"
-    )
+    rgb_bands: tuple[int, ...] = rgb_bands_param()
 
     def check(self) -> None:
         if self.padding > self.tile:

@@ -167,6 +167,7 @@ def shard_source(folders: dict[str, str], run: str) -> TileSource:
             raise InputError(uri, f"not a readable tile ({type(exc).__name__})") from exc
         if saved != run:
             raise InputError(uri, "tile comes from another run than its shard")
+        assert isinstance(result, TileResult)
         return result
 
     return get

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from crownsam.common.cli_util import bands_arg
 from crownsam.common.device import DEVICE_HELP, check_device_name
@@ -24,6 +25,15 @@ UNTRAINED_WARNING = (
     "plumbing and speed, never to judge label quality."
 )
 UNTRAINED_BANNER = "UNTRAINED SAM2: these pseudolabels come from random weights and are meaningless"
+
+
+DEFAULT_RGB_BANDS = (3, 2, 1)
+
+
+def rgb_bands_param(**spec: Any) -> Any:
+    """The one definition of the option "which orthophoto bands SAM2 sees as R, G, B" (pipeline name
+    ``rgb_bands``), for every step that feeds SAM2 or renders the orthophoto for it."""
+    return param(DEFAULT_RGB_BANDS, "1-based R,G,B bands SAM2 sees", parse=bands_arg, metavar="R,G,B", **spec)
 
 
 @dataclass(frozen=True)

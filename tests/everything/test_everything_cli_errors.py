@@ -88,10 +88,10 @@ CASES: dict[str, Case] = {
     "seg-not-gpkg": Case(seg(), "output must be a GeoPackage", "masks.shp", out_name="masks.shp"),
     "seg-shard-gpkg": Case(seg("--shard", "0/2"), "with --shard the output is a folder", "masks.gpkg"),
     "seg-padding": Case(seg("--tile", "256", "--padding", "300"), "--padding: must be at most --tile (256)"),
-    "seg-tile": Case(seg("--tile", "10"), "--tile: must be at least 64, got 10"),
-    "seg-passes": Case(seg("--passes", "0"), "--passes: must be at least 1, got 0"),
+    "seg-tile": Case(seg("--tile", "10"), "--tile must be in [64, 8192], got 10"),
+    "seg-passes": Case(seg("--passes", "0"), "--passes must be in [1, 100], got 0"),
     "seg-floor": Case(seg("--pred-iou-floor", "0.95"), "--pred-iou-floor: must be at most the start value"),
-    "seg-target": Case(seg("--target-coverage", "0"), "--target-coverage: must be greater than 0"),
+    "seg-target": Case(seg("--target-coverage", "0"), "--target-coverage must be in (0, 1]"),
     "seg-checkpoint": Case(
         ["segment-everything", "--ortho", "{d}/ortho.tif", "--checkpoint", "{d}/nope.pt", "--device", "cpu"],
         "SAM2 checkpoint not found",

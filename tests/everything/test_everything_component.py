@@ -79,12 +79,13 @@ def test_shard_merge_and_add_missed_bodies_hand_every_parameter_on(tmp_path: Pat
         shard=0,
         shards=1,
         tiles=artifact(tiles),
-        checkpoint="",
+        sam2_checkpoint="",
         untrained=True,
         **SEGMENT,
     )
     shard = json.loads((tiles / "shard.json").read_text())
-    assert shard["params"] == EverythingParams.from_pipeline(**SEGMENT).as_dict()
+    own = {k: v for k, v in SEGMENT.items() if k != "sam2_model"}
+    assert shard["params"] == EverythingParams.from_pipeline(**own).as_dict()
     assert shard["params"]["rgb_bands"] == [1, 2, 3] and shard["untrained"] is True
     assert not Path(str(tiles) + ".parts").exists()
 

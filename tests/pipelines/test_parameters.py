@@ -31,6 +31,8 @@ from crownsam.comparison.component import compare_op
 from crownsam.comparison.registry import REGISTERED_MODEL
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.evaluation.params import EvaluateParams
+from crownsam.everything.component import add_missed_op, merge_everything_op, segment_everything_op
+from crownsam.everything.params import AddMissedParams, EverythingParams
 from crownsam.flights.component import prepare_segments_op
 from crownsam.flights.settings import RetrainSettings
 from crownsam.pipelines.crownsam_pipeline import crownsam_pipeline
@@ -77,6 +79,8 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     EvaluateParams,
     ClassesParams,
     PipelineClasses,
+    EverythingParams,
+    AddMissedParams,
 )
 
 
@@ -103,6 +107,9 @@ def scalar_defaults(func: Callable) -> dict[str, Any]:
 
 
 COMPONENTS = [
+    segment_everything_op,
+    merge_everything_op,
+    add_missed_op,
     fingerprint_op,
     prepare_segments_op,
     tile_op,
@@ -180,6 +187,56 @@ def art(kind: str, path: Path) -> Any:
 
 
 ARRIVALS = [
+    Arrival(
+        segment_everything_op,
+        ("crownsam.everything.api", "segment_everything_shard_artifact"),
+        lambda b: (b.arguments["sam2"], b.arguments["params"]),
+        {
+            "sam2_model": "sam2.1_hiera_s",
+            "sam2_checkpoint": "gs://b/w.pt",
+            "untrained": False,
+            "amg_tile": 512,
+            "amg_padding": 64,
+            "amg_passes": 2,
+            "amg_pred_iou_start": 0.9,
+            "amg_pred_iou_step": 0.1,
+            "amg_pred_iou_floor": 0.5,
+            "amg_stability_start": 0.9,
+            "amg_stability_step": 0.1,
+            "amg_stability_floor": 0.5,
+            "amg_min_gain": 0.01,
+            "amg_target_coverage": 0.9,
+            "amg_max_overlap": 0.4,
+            "amg_min_mask_px": 50,
+            "amg_points_per_side": 16,
+            "amg_points_per_batch": 32,
+            "amg_box_nms_thresh": 0.6,
+            "rgb_bands": "1,2,3",
+        },
+        lambda v: (
+            Sam2Params.from_pipeline(**{k: v[k] for k in ("sam2_model", "sam2_checkpoint", "untrained")}),
+            EverythingParams.from_pipeline(
+                **{k: x for k, x in v.items() if k.startswith("amg_") or k == "rgb_bands"}
+            ),
+        ),
+    ),
+    Arrival(
+        add_missed_op,
+        ("crownsam.everything.add_missed", "add_missed_artifact"),
+        lambda b: b.arguments["params"],
+        {
+            "missed_max_overlap": 0.5,
+            "missed_min_area": 0.5,
+            "missed_max_area": 90.0,
+            "missed_min_compactness": 0.2,
+            "missed_min_ndvi": 0.3,
+            "missed_min_height": 1.0,
+            "missed_red_band": 2,
+            "missed_nir_band": 5,
+            "missed_existing_source": "coarse",
+        },
+        lambda v: AddMissedParams.from_pipeline(**v),
+    ),
     Arrival(
         tile_op,
         ("crownsam.tiling.plan", "tile_files"),
