@@ -31,7 +31,6 @@ from crownsam.common.errors import CrownsamError, InputError
 from crownsam.common.raster import check_rgb_bands, compute_stretch, open_raster, raster_info
 from crownsam.common.vector import ReadReport, read_polygons, to_crs
 from crownsam.pseudolabel.params import UNTRAINED_WARNING, Sam2Params
-from crownsam.tiling.params import TileParams
 from crownsam.tiling.plan import pixel_geometries
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,6 @@ class _Inputs:
     roles: dict[str, int]
     params: ClassesParams
     sam2: Sam2Params
-    rgb_bands: tuple[int, ...]
     model: ClassModel | None
 
 
@@ -71,7 +69,6 @@ def _prepare(
     out: str,
     params: ClassesParams,
     sam2: Sam2Params,
-    rgb_bands: tuple[int, ...],
     centres: str | None,
     cache_dir: str | None,
 ) -> _Inputs:
@@ -86,7 +83,7 @@ def _prepare(
             raise InputError(centres, f"centres were fitted on SAM2 embeddings: pass {how} as for the fit")
         if model.sam2:
             sam2 = sam2.replace(model=model.sam2["model"])
-            rgb_bands = tuple(model.sam2["rgb_bands"])
+            params = params.replace(rgb_bands=tuple(model.sam2["rgb_bands"]))
         params = params.replace(
             k=model.k,
             features=model.features,
@@ -106,7 +103,7 @@ def _prepare(
     roles = band_roles(ortho, info.descriptions, params.band_names)
     check_roles(ortho, roles, params.indices, explicit=params.band_names is not None)
     if params.uses_sam2:
-        check_rgb_bands(info, rgb_bands)
+        check_rgb_bands(info, params.rgb_bands)
     if model is not None:
         wanted = {r for r, _ in model.spectral["roles"]}
         if wanted != set(roles):
@@ -122,7 +119,7 @@ def _prepare(
     for note in report.notes:
         log.warning(note)
     pix = pixel_geometries(in_raster_crs, info.affine)
-    return _Inputs(local, frame, pix, roles, params, sam2, rgb_bands, model)
+    return _Inputs(local, frame, pix, roles, params, sam2, model)
 
 
 def _check_k(ks: list[int], n: int, source: str, what: str, params: ClassesParams) -> None:
@@ -167,7 +164,6 @@ def pseudo_classes(
     params: ClassesParams | None = None,
     *,
     sam2: Sam2Params | None = None,
-    rgb_bands: tuple[int, ...] | None = None,
     centres: str | None = None,
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -175,17 +171,16 @@ def pseudo_classes(
     ``pseudo_class``, ``class_distance``, ``class_skipped``, ``class_pixels`` and ``f_<feature>``), the
     centres JSON (fit only) and the HTML report beside it; return the summary.
 
-    ``sam2`` (which SAM2, for ``features`` sam2/both) and ``rgb_bands`` (the bands SAM2 sees as R, G, B;
-    default :class:`TileParams`' 3,2,1) are the definitions pseudolabeling uses. With ``centres`` (a
-    centres JSON of an earlier fit) crowns are assigned to those centres with that fit's scaling, feature
-    options, SAM2 model and RGB bands; nothing is refitted.
+    ``sam2`` says which SAM2 computes the embedding for ``features`` sam2/both (the settings
+    pseudolabeling uses). With ``centres`` (a centres JSON of an earlier fit) crowns are assigned to those
+    centres with that fit's scaling, feature options, SAM2 model and RGB bands; nothing is refitted.
     """
     t0 = time.perf_counter()
     params = params or ClassesParams()
     sam2 = sam2 or Sam2Params()
-    rgb = tuple(rgb_bands) if rgb_bands is not None else TileParams().rgb_bands
-    inp = _prepare(ortho, labels, out, params, sam2, rgb, centres, cache_dir)
-    params, sam2, rgb = inp.params, inp.sam2, inp.rgb_bands
+    inp = _prepare(ortho, labels, out, params, sam2, centres, cache_dir)
+    params, sam2 = inp.params, inp.sam2
+    rgb = params.rgb_bands
     spec = spectral_spec(inp.roles, params.indices, params.percentiles, params.texture_px)
     with open_raster(inp.ortho) as src:
         _, reason = group_crowns(inp.pix, src.width, src.height, with_window=False)
@@ -409,7 +404,6 @@ def pseudo_classes_artifact(
     params: ClassesParams,
     *,
     sam2: Sam2Params | None = None,
-    rgb_bands: tuple[int, ...] | None = None,
 ) -> dict[str, float]:
     """The pipeline step: classify the crowns of a label artifact (a .gpkg or a folder holding one) into
     ``out_dir/pseudo_classes.gpkg`` (+ centres JSON and report beside it, the report copied to
@@ -428,7 +422,7 @@ def pseudo_classes_artifact(
         return {}
     out = str(Path(out_dir) / OUT_NAME)
     ortho = str(storage.fetch(ortho_uri, what="raster"))
-    s = pseudo_classes(ortho, src, out, switch.classes_params(params), sam2=sam2, rgb_bands=rgb_bands)
+    s = pseudo_classes(ortho, src, out, switch.classes_params(params), sam2=sam2)
     shutil.copyfile(output_paths(out)[1], report_html)
     metrics = {"crowns": float(s["crowns"]), "classified": float(s["classified"]), "k": float(s["k"])}
     metrics["silhouette"] = float(s["silhouette"].get(str(s["k"]), float("nan")))

@@ -12,26 +12,22 @@ def run(args: argparse.Namespace) -> int:
     from crownsam.classes.api import pseudo_classes
     from crownsam.classes.params import FEATURE_FIELDS, ClassesParams
     from crownsam.pseudolabel.params import Sam2Params
-    from crownsam.tiling.params import TileParams
 
     if args.centres:
         fixed = [
             ClassesParams.field(f).flag for f in sorted(set(ClassesParams.given(args)) & set(FEATURE_FIELDS))
         ]
         fixed += [Sam2Params.field(f).flag for f in Sam2Params.given(args) if f == "model"]
-        fixed += [TileParams.field(f).flag for f in TileParams.given(args) if f == "rgb_bands"]
         if fixed:
             raise CrownsamError(
                 None, f"{', '.join(fixed)}: fixed by --centres (the fit's own options are used)"
             )
-    rgb = TileParams.from_args(args).rgb_bands if "rgb_bands" in TileParams.given(args) else None
     s = pseudo_classes(
         args.ortho,
         args.labels,
         args.out,
         ClassesParams.from_args(args),
         sam2=Sam2Params.from_args(args),
-        rgb_bands=rgb,
         centres=args.centres,
         cache_dir=args.cache_dir,
     )
@@ -50,7 +46,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from crownsam.classes.params import ClassesParams
     from crownsam.common.params import add_options
     from crownsam.pseudolabel.cli import add_sam2_options
-    from crownsam.tiling.params import TileParams
 
     p = sub.add_parser(
         "pseudo-classes",
@@ -69,6 +64,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--centres", metavar="FILE", help="assign to the centres of an earlier fit, no refit")
     add_options(p, ClassesParams, skip=["k", "k_range"])
     add_sam2_options(p)  # SAM2 for --features sam2|both
-    add_options(p, TileParams, only=["rgb_bands"])
     p.add_argument("--cache-dir", help="download cache (default $CROWNSAM_CACHE or ~/.cache/crownsam)")
     p.set_defaults(func=run)

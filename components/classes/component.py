@@ -23,18 +23,17 @@ def pseudo_classes_op(
     percentiles: str = "10.0,90.0",
     texture_px: int = 5,
     min_pixels: int = 16,
+    rgb_bands: str = "3,2,1",
     sam2_model: str = "sam2.1_hiera_t",
     sam2_checkpoint: str = "",
     untrained: bool = False,
-    rgb_bands: str = "3,2,1",
 ):
     """A folder with pseudo_classes.gpkg (+ .centres.json, .report.html), the report, and metrics; with
-    ``pseudo_classes = off`` the labels unchanged. Parameters: ``PipelineClasses``, ``ClassesParams``,
-    ``Sam2Params`` and ``TileParams.rgb_bands``."""
+    ``pseudo_classes = off`` the labels unchanged. Parameters: ``PipelineClasses``, ``ClassesParams``
+    and ``Sam2Params``."""
     from crownsam.classes.api import pseudo_classes_artifact
     from crownsam.classes.params import ClassesParams, PipelineClasses
     from crownsam.pseudolabel.params import Sam2Params
-    from crownsam.tiling.params import TileParams
 
     values = pseudo_classes_artifact(
         ortho_uri,
@@ -50,11 +49,11 @@ def pseudo_classes_op(
             percentiles=percentiles,
             texture_px=texture_px,
             min_pixels=min_pixels,
+            rgb_bands=rgb_bands,
         ),
         sam2=Sam2Params.from_pipeline(
             sam2_model=sam2_model, sam2_checkpoint=sam2_checkpoint, untrained=untrained
         ),
-        rgb_bands=TileParams.from_pipeline(rgb_bands=rgb_bands).rgb_bands,
     )
     for key, value in values.items():
         metrics.log_metric(key, value)

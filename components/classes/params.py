@@ -1,10 +1,10 @@
 """The parameters of ``crownsam pseudo-classes``, defined once (light: no numpy/sklearn import, so the
 command line starts fast).
 
-:class:`ClassesParams` is how crowns are described and clustered. Which SAM2 computes embeddings is
-:class:`crownsam.pseudolabel.params.Sam2Params` and the bands SAM2 sees as RGB are
-:attr:`crownsam.tiling.params.TileParams.rgb_bands` (the same definitions pseudolabeling uses), so they are
-not repeated here. :class:`PipelineClasses` is the pipeline's switch ``pseudo_classes``.
+:class:`ClassesParams` is how crowns are described and clustered; its ``rgb_bands`` (the bands SAM2 sees
+as RGB) is the one shared definition, :func:`crownsam.pseudolabel.params.rgb_bands_param`. Which SAM2
+computes embeddings is :class:`crownsam.pseudolabel.params.Sam2Params`, composed beside it, not repeated.
+:class:`PipelineClasses` is the pipeline's switch ``pseudo_classes``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,21 @@ from dataclasses import dataclass
 from crownsam.classes.bands import INDICES
 from crownsam.common.errors import CrownsamError
 from crownsam.common.params import Params, param
+from crownsam.pseudolabel.params import rgb_bands_param
 
 FEATURES = ("spectral", "sam2", "both")
 # Options that define the feature vector: fixed by a centres file when one is given (with SAM2's
-# ``model`` and the ``rgb_bands``, which other classes define).
-FEATURE_FIELDS = ("k", "k_range", "features", "indices", "percentiles", "texture_px", "min_pixels")
+# ``model``, which Sam2Params defines).
+FEATURE_FIELDS = (
+    "k",
+    "k_range",
+    "features",
+    "indices",
+    "percentiles",
+    "texture_px",
+    "min_pixels",
+    "rgb_bands",
+)
 CLASS_COLUMN = "pseudo_class"  # the output column with the class (0..K-1; -1: no class)
 K_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
 
@@ -57,6 +67,7 @@ class ClassesParams(Params):
         5, "side of the local window of the texture measure, px", ge=3, le=101, metavar="PX"
     )
     min_pixels: int = param(16, "crowns with fewer valid pixels get no class (-1)", ge=1, metavar="N")
+    rgb_bands: tuple[int, ...] = rgb_bands_param()  # for --features sam2|both
     # Tuning of the clustering: command-line options only (pipeline names `seed`, `batch_size` would
     # collide with the training's).
     seed: int = param(
@@ -85,6 +96,8 @@ class ClassesParams(Params):
             raise CrownsamError(None, "--indices: an index is named twice")
         if any(not 0 < p < 100 for p in self.percentiles):
             raise CrownsamError(None, "--percentiles: each must lie strictly between 0 and 100")
+        if len(self.rgb_bands) != 3 or min(self.rgb_bands) < 1:
+            raise CrownsamError(None, f"--rgb-bands: three 1-based band numbers, got {self.rgb_bands}")
 
     @property
     def uses_sam2(self) -> bool:

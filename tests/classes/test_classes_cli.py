@@ -165,6 +165,11 @@ BUILDERS: dict[str, Callable[..., Case]] = {
         named="--indices",
         problem="fixed by --centres",
     ),
+    "centres_with_sam2_options": lambda s, d: Case(
+        ["--centres", str(fit_centres(s, d)), "--model", "sam2.1_hiera_s", "--rgb-bands", "1,2,3"],
+        named="--rgb-bands, --model",
+        problem="fixed by --centres",
+    ),
     "centres_for_other_bands": lambda s, d: Case(
         ["--centres", str(fit_centres(s, d)), "--band-names", "blue,green,red,nir,red_edge"],
         named="fit.centres.json",

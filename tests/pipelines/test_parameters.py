@@ -258,7 +258,6 @@ ARRIVALS = [
             b.arguments["switch"],
             b.arguments["params"],
             b.arguments["sam2"],
-            b.arguments["rgb_bands"],
         ),
         {
             "pseudo_classes": "4",
@@ -278,7 +277,6 @@ ARRIVALS = [
             PipelineClasses.from_pipeline(pseudo_classes=v["pseudo_classes"]),
             ClassesParams.from_pipeline(**{k: v[k] for k in v if k in ClassesParams.pipeline_defaults()}),
             Sam2Params.from_pipeline(**{k: v[k] for k in ("sam2_model", "sam2_checkpoint", "untrained")}),
-            (1, 2, 3),
         ),
     ),
     Arrival(
