@@ -1,8 +1,10 @@
 """The crownsam pipeline: a flight in, better labels and a better (registered) model out.
 
 fingerprints -> coarse segments (given, or from the CHM) -> tile -> pseudolabel shards (GPU, parallel)
--> merge -> Jaccard evaluation of both label sets -> per label set: COCO export -> Mask R-CNN training
-(GPU) -> evaluation on the held-out test area -> comparison + MLflow registry (champion/challenger).
+-> merge -> Jaccard evaluation of both label sets -> pseudo-classes of the pseudolabels (``pseudo_classes``:
+off by default, then the labels pass through) -> per label set: COCO export (one category per
+pseudo-class when on) -> Mask R-CNN training (GPU) -> evaluation on the held-out test area -> comparison
++ MLflow registry (champion/challenger).
 
 Big rasters travel as URIs with a content fingerprint (so KFP's cache key follows the data); plans,
 labels, metrics, reports and models are artifacts.
@@ -10,6 +12,7 @@ labels, metrics, reports and models are artifacts.
 
 from kfp import dsl
 
+from crownsam.classes.component import pseudo_classes_op
 from crownsam.coco.component import export_coco_op
 from crownsam.common.component import fingerprint_op
 from crownsam.comparison.component import compare_op
@@ -61,6 +64,7 @@ def crownsam_pipeline(
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "crownsam",
     registered_model_name: str = "crownsam-maskrcnn",
+    pseudo_classes: str = "off",
 ):
     fp = {}
     for name, uri in (("ortho", ortho_uri), ("coarse", coarse_uri), ("chm", chm_uri), ("manual", manual_uri)):
@@ -112,8 +116,18 @@ def crownsam_pipeline(
         ).set_display_name("Jaccard of labels"),
         memory="8G",
     )
+    classed = cpu_task(
+        pseudo_classes_op(
+            ortho_uri=ortho_uri,
+            ortho_fingerprint=fp["ortho"].output,
+            labels=pseudo.output,
+            pseudo_classes=pseudo_classes,
+        ).set_display_name("pseudo-classes (off: pass-through)"),
+        memory="8G",
+    ).outputs["classed"]
     model_evals = {}
-    for source, labels in (("coarse", segments), ("pseudo", pseudo.output)):
+    for source, labels in (("coarse", segments), ("pseudo", classed)):
+        switch = {"pseudo_classes": pseudo_classes} if source == "pseudo" else {}
         coco = cpu_task(
             export_coco_op(
                 ortho_uri=ortho_uri,
@@ -127,6 +141,7 @@ def crownsam_pipeline(
                 val_fraction=val_fraction,
                 holdout_buffer_m=holdout_buffer_m,
                 val_block=val_block,
+                **switch,
             ).set_display_name(f"COCO export ({source})"),
             memory="8G",
         ).outputs["coco"]

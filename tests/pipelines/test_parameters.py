@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
+from crownsam.classes.component import pseudo_classes_op
+from crownsam.classes.params import ClassesParams, PipelineClasses
 from crownsam.coco.component import export_coco_op
 from crownsam.coco.params import ExportParams
 from crownsam.common.component import fingerprint_op
@@ -75,6 +77,8 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     PseudolabelParams,
     ExportParams,
     EvaluateParams,
+    ClassesParams,
+    PipelineClasses,
     EverythingParams,
     AddMissedParams,
 )
@@ -111,6 +115,7 @@ COMPONENTS = [
     tile_op,
     pseudolabel_op,
     merge_labels_op,
+    pseudo_classes_op,
     evaluate_labels_op,
     export_coco_op,
     train_op,
@@ -270,6 +275,34 @@ ARRIVALS = [
         ),
     ),
     Arrival(
+        pseudo_classes_op,
+        ("crownsam.classes.api", "pseudo_classes_artifact"),
+        lambda b: (
+            b.arguments["switch"],
+            b.arguments["params"],
+            b.arguments["sam2"],
+        ),
+        {
+            "pseudo_classes": "4",
+            "k_range": "3..5",
+            "features": "both",
+            "band_names": "blue,green,red,nir,-,thermal",
+            "indices": "ndvi,gcc",
+            "percentiles": "25.0,75.0",
+            "texture_px": 7,
+            "min_pixels": 9,
+            "sam2_model": "sam2.1_hiera_s",
+            "sam2_checkpoint": "",
+            "untrained": True,
+            "rgb_bands": "1,2,3",
+        },
+        lambda v: (
+            PipelineClasses.from_pipeline(pseudo_classes=v["pseudo_classes"]),
+            ClassesParams.from_pipeline(**{k: v[k] for k in v if k in ClassesParams.pipeline_defaults()}),
+            Sam2Params.from_pipeline(**{k: v[k] for k in ("sam2_model", "sam2_checkpoint", "untrained")}),
+        ),
+    ),
+    Arrival(
         export_coco_op,
         ("crownsam.coco.export", "export_coco"),
         lambda b: b.arguments["params"],
@@ -280,8 +313,11 @@ ARRIVALS = [
             "val_fraction": 0.3,
             "holdout_buffer_m": 2.5,
             "val_block": 2,
+            "pseudo_classes": "auto",
         },
-        lambda v: ExportParams.from_pipeline(**v),
+        lambda v: ExportParams.from_pipeline(
+            **{k: x for k, x in v.items() if k != "pseudo_classes"}, class_column="pseudo_class"
+        ),
     ),
     Arrival(
         evaluate_labels_op,
