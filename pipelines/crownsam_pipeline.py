@@ -1,10 +1,12 @@
 """The crownsam pipeline: a flight in, better labels and a better (registered) model out.
 
 fingerprints -> coarse segments (given, or from the CHM) -> tile -> pseudolabel shards (GPU, parallel)
--> merge -> Jaccard evaluation of both label sets -> pseudo-classes of the pseudolabels (``pseudo_classes``:
-off by default, then the labels pass through) -> per label set: COCO export (one category per
-pseudo-class when on) -> Mask R-CNN training (GPU) -> evaluation on the held-out test area -> comparison
-+ MLflow registry (champion/challenger).
+-> merge -> the crowns the coarse segments missed (``find_missed``: segment-everything shards (GPU) ->
+merge -> add-missed; off by default, then the pseudolabels pass through) -> Jaccard evaluation of the label
+sets (coarse, pseudo, and completed when ``find_missed`` is on) -> pseudo-classes of the pseudolabels
+(``pseudo_classes``: off by default, then the labels pass through) -> per label set: COCO export (one
+category per pseudo-class when on) -> Mask R-CNN training (GPU) -> evaluation on the held-out test area ->
+comparison + MLflow registry (champion/challenger).
 
 Big rasters travel as URIs with a content fingerprint (so KFP's cache key follows the data); plans,
 labels, metrics, reports and models are artifacts.
@@ -18,6 +20,7 @@ from crownsam.common.component import fingerprint_op
 from crownsam.comparison.component import compare_op
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.flights.component import prepare_segments_op
+from crownsam.pipelines.everything import find_missed_pipeline
 from crownsam.pipelines.pseudolabel import cpu_task, gpu_task, pseudolabel_pipeline
 from crownsam.training.component import evaluate_model_op, train_op
 
@@ -65,6 +68,29 @@ def crownsam_pipeline(
     mlflow_experiment: str = "crownsam",
     registered_model_name: str = "crownsam-maskrcnn",
     pseudo_classes: str = "off",
+    find_missed: bool = False,
+    amg_tile: int = 1024,
+    amg_padding: int = 128,
+    amg_passes: int = 4,
+    amg_pred_iou_start: float = 0.93,
+    amg_pred_iou_step: float = 0.05,
+    amg_pred_iou_floor: float = 0.6,
+    amg_stability_start: float = 0.93,
+    amg_stability_step: float = 0.05,
+    amg_stability_floor: float = 0.6,
+    amg_min_gain: float = 0.001,
+    amg_target_coverage: float = 0.99,
+    amg_max_overlap: float = 0.5,
+    amg_min_mask_px: int = 100,
+    amg_points_per_side: int = 32,
+    amg_points_per_batch: int = 64,
+    amg_box_nms_thresh: float = 0.7,
+    missed_max_overlap: float = 0.2,
+    missed_min_area: float = 1.0,
+    missed_max_area: float = 60.0,
+    missed_min_compactness: float = 0.3,
+    missed_min_ndvi: float = 0.6,
+    missed_min_height: float = 2.0,
 ):
     fp = {}
     for name, uri in (("ortho", ortho_uri), ("coarse", coarse_uri), ("chm", chm_uri), ("manual", manual_uri)):
@@ -102,6 +128,42 @@ def crownsam_pipeline(
         fallback_min_iou=fallback_min_iou,
         fallback_min_score=fallback_min_score,
     ).set_display_name("SAM2 pseudolabels")
+    completed = find_missed_pipeline(
+        ortho_uri=ortho_uri,
+        ortho_fingerprint=fp["ortho"].output,
+        labels=pseudo.output,
+        find_missed=find_missed,
+        shards=shards,
+        chm_uri=chm_uri,
+        sam2_model=sam2_model,
+        sam2_checkpoint=sam2_checkpoint,
+        untrained=untrained,
+        rgb_bands=rgb_bands,
+        amg_tile=amg_tile,
+        amg_padding=amg_padding,
+        amg_passes=amg_passes,
+        amg_pred_iou_start=amg_pred_iou_start,
+        amg_pred_iou_step=amg_pred_iou_step,
+        amg_pred_iou_floor=amg_pred_iou_floor,
+        amg_stability_start=amg_stability_start,
+        amg_stability_step=amg_stability_step,
+        amg_stability_floor=amg_stability_floor,
+        amg_min_gain=amg_min_gain,
+        amg_target_coverage=amg_target_coverage,
+        amg_max_overlap=amg_max_overlap,
+        amg_min_mask_px=amg_min_mask_px,
+        amg_points_per_side=amg_points_per_side,
+        amg_points_per_batch=amg_points_per_batch,
+        amg_box_nms_thresh=amg_box_nms_thresh,
+        missed_max_overlap=missed_max_overlap,
+        missed_min_area=missed_min_area,
+        missed_max_area=missed_max_area,
+        missed_min_compactness=missed_min_compactness,
+        missed_min_ndvi=missed_min_ndvi,
+        missed_min_height=missed_min_height,
+        red_band=red_band,
+        nir_band=nir_band,
+    ).set_display_name("missed crowns (off: pass-through)")
     label_eval = cpu_task(
         evaluate_labels_op(
             manual_uri=manual_uri,
@@ -111,8 +173,10 @@ def crownsam_pipeline(
             ortho_fingerprint=fp["ortho"].output,
             coarse=segments,
             pseudo=pseudo.output,
+            completed=completed.output,
             untrained=untrained,
             rgb_bands=rgb_bands,
+            find_missed=find_missed,
         ).set_display_name("Jaccard of labels"),
         memory="8G",
     )
@@ -120,7 +184,7 @@ def crownsam_pipeline(
         pseudo_classes_op(
             ortho_uri=ortho_uri,
             ortho_fingerprint=fp["ortho"].output,
-            labels=pseudo.output,
+            labels=completed.output,
             pseudo_classes=pseudo_classes,
         ).set_display_name("pseudo-classes (off: pass-through)"),
         memory="8G",
