@@ -18,6 +18,7 @@ STEP_CLIS = (
     "crownsam.pseudolabel.cli",
     "crownsam.everything.cli",
     "crownsam.evaluation.cli",
+    "crownsam.classes.cli",
     "crownsam.coco.cli",
     "crownsam.training.cli",
     "crownsam.refine.cli",

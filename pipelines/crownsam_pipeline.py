@@ -1,9 +1,13 @@
 """The crownsam pipeline: a flight in, better labels and a better (registered) model out.
 
 fingerprints -> coarse segments (given, or from the CHM) -> tile -> pseudolabel shards (GPU, parallel)
--> merge -> Jaccard evaluation of both label sets -> per label set: COCO export -> Mask R-CNN training
-(GPU) -> evaluation on the held-out test area (with ``refine`` box|sessrs: the predicted crowns also
-refined by SAM2 and evaluated beside them) -> comparison + MLflow registry (champion/challenger).
+-> merge -> the crowns the coarse segments missed (``find_missed``: segment-everything shards (GPU) ->
+merge -> add-missed; off by default, then the pseudolabels pass through) -> Jaccard evaluation of the label
+sets (coarse, pseudo, and completed when ``find_missed`` is on) -> pseudo-classes of the pseudolabels
+(``pseudo_classes``: off by default, then the labels pass through) -> per label set: COCO export (one
+category per pseudo-class when on) -> Mask R-CNN training (GPU) -> evaluation on the held-out test area
+(``refine`` box|sessrs: the predicted crowns also refined by SAM2 and evaluated beside them; off by default)
+-> comparison + MLflow registry (champion/challenger).
 
 Big rasters travel as URIs with a content fingerprint (so KFP's cache key follows the data); plans,
 labels, metrics, reports and models are artifacts.
@@ -11,11 +15,13 @@ labels, metrics, reports and models are artifacts.
 
 from kfp import dsl
 
+from crownsam.classes.component import pseudo_classes_op
 from crownsam.coco.component import export_coco_op
 from crownsam.common.component import fingerprint_op
 from crownsam.comparison.component import compare_op
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.flights.component import prepare_segments_op
+from crownsam.pipelines.everything import find_missed_pipeline
 from crownsam.pipelines.pseudolabel import cpu_task, gpu_task, pseudolabel_pipeline
 from crownsam.training.component import evaluate_model_op, train_op
 
@@ -62,6 +68,30 @@ def crownsam_pipeline(
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "crownsam",
     registered_model_name: str = "crownsam-maskrcnn",
+    pseudo_classes: str = "off",
+    find_missed: bool = False,
+    amg_tile: int = 1024,
+    amg_padding: int = 128,
+    amg_passes: int = 4,
+    amg_pred_iou_start: float = 0.93,
+    amg_pred_iou_step: float = 0.05,
+    amg_pred_iou_floor: float = 0.6,
+    amg_stability_start: float = 0.93,
+    amg_stability_step: float = 0.05,
+    amg_stability_floor: float = 0.6,
+    amg_min_gain: float = 0.001,
+    amg_target_coverage: float = 0.99,
+    amg_max_overlap: float = 0.5,
+    amg_min_mask_px: int = 100,
+    amg_points_per_side: int = 32,
+    amg_points_per_batch: int = 64,
+    amg_box_nms_thresh: float = 0.7,
+    missed_max_overlap: float = 0.2,
+    missed_min_area: float = 1.0,
+    missed_max_area: float = 60.0,
+    missed_min_compactness: float = 0.3,
+    missed_min_ndvi: float = 0.6,
+    missed_min_height: float = 2.0,
     refine: str = "none",
     refine_t1: float = 0.5,
     refine_t2: float = 0.5,
@@ -102,6 +132,42 @@ def crownsam_pipeline(
         fallback_min_iou=fallback_min_iou,
         fallback_min_score=fallback_min_score,
     ).set_display_name("SAM2 pseudolabels")
+    completed = find_missed_pipeline(
+        ortho_uri=ortho_uri,
+        ortho_fingerprint=fp["ortho"].output,
+        labels=pseudo.output,
+        find_missed=find_missed,
+        shards=shards,
+        chm_uri=chm_uri,
+        sam2_model=sam2_model,
+        sam2_checkpoint=sam2_checkpoint,
+        untrained=untrained,
+        rgb_bands=rgb_bands,
+        amg_tile=amg_tile,
+        amg_padding=amg_padding,
+        amg_passes=amg_passes,
+        amg_pred_iou_start=amg_pred_iou_start,
+        amg_pred_iou_step=amg_pred_iou_step,
+        amg_pred_iou_floor=amg_pred_iou_floor,
+        amg_stability_start=amg_stability_start,
+        amg_stability_step=amg_stability_step,
+        amg_stability_floor=amg_stability_floor,
+        amg_min_gain=amg_min_gain,
+        amg_target_coverage=amg_target_coverage,
+        amg_max_overlap=amg_max_overlap,
+        amg_min_mask_px=amg_min_mask_px,
+        amg_points_per_side=amg_points_per_side,
+        amg_points_per_batch=amg_points_per_batch,
+        amg_box_nms_thresh=amg_box_nms_thresh,
+        missed_max_overlap=missed_max_overlap,
+        missed_min_area=missed_min_area,
+        missed_max_area=missed_max_area,
+        missed_min_compactness=missed_min_compactness,
+        missed_min_ndvi=missed_min_ndvi,
+        missed_min_height=missed_min_height,
+        red_band=red_band,
+        nir_band=nir_band,
+    ).set_display_name("missed crowns (off: pass-through)")
     label_eval = cpu_task(
         evaluate_labels_op(
             manual_uri=manual_uri,
@@ -111,13 +177,25 @@ def crownsam_pipeline(
             ortho_fingerprint=fp["ortho"].output,
             coarse=segments,
             pseudo=pseudo.output,
+            completed=completed.output,
             untrained=untrained,
             rgb_bands=rgb_bands,
+            find_missed=find_missed,
         ).set_display_name("Jaccard of labels"),
         memory="8G",
     )
+    classed = cpu_task(
+        pseudo_classes_op(
+            ortho_uri=ortho_uri,
+            ortho_fingerprint=fp["ortho"].output,
+            labels=completed.output,
+            pseudo_classes=pseudo_classes,
+        ).set_display_name("pseudo-classes (off: pass-through)"),
+        memory="8G",
+    ).outputs["classed"]
     model_evals = {}
-    for source, labels in (("coarse", segments), ("pseudo", pseudo.output)):
+    for source, labels in (("coarse", segments), ("pseudo", classed)):
+        switch = {"pseudo_classes": pseudo_classes} if source == "pseudo" else {}
         coco = cpu_task(
             export_coco_op(
                 ortho_uri=ortho_uri,
@@ -131,6 +209,7 @@ def crownsam_pipeline(
                 val_fraction=val_fraction,
                 holdout_buffer_m=holdout_buffer_m,
                 val_block=val_block,
+                **switch,
             ).set_display_name(f"COCO export ({source})"),
             memory="8G",
         ).outputs["coco"]

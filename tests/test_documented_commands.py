@@ -320,6 +320,105 @@ def run_export_coco(ws: Workspace) -> None:
     assert json.loads((coco(ws) / "export.json").read_text())["splits"]["train"]["chips"] > 0
 
 
+def classed(ws: Workspace) -> Path:
+    """The coarse crowns in pseudo-classes (spectral features, K by silhouette over 2..4)."""
+
+    def make() -> Path:
+        out = ws.path("classed.gpkg")
+        crownsam("pseudo-classes", "--ortho", ws.scene.ortho, "--labels", ws.scene.coarse, "--out", out)
+        return out
+
+    return ws.once("classed", make)  # type: ignore[return-value]
+
+
+def run_pseudo_classes(ws: Workspace) -> None:
+    frame = gpd.read_file(classed(ws))
+    assert len(set(frame["pseudo_class"]) - {-1}) >= 2
+    assert ws.path("classed.centres.json").is_file() and ws.path("classed.report.html").is_file()
+
+
+def run_pseudo_classes_options(ws: Workspace) -> None:
+    """Every option but SAM2's features (those run in tests/classes), then the fit's centres assign the
+    manual crowns (``--centres FILE``)."""
+    out = ws.path("classed-opts.gpkg")
+    crownsam(
+        "pseudo-classes",
+        "--ortho",
+        ws.scene.ortho,
+        "--labels",
+        ws.scene.coarse,
+        "--out",
+        out,
+        "--k",
+        "3",
+        "--features",
+        "spectral",
+        "--band-names",
+        "blue,green,red,nir,red_edge,thermal",
+        "--indices",
+        "ndvi,ndre,gndvi,gcc",
+        "--percentiles",
+        "10,90",
+        "--texture-px",
+        "5",
+        "--min-pixels",
+        "16",
+        "--seed",
+        "0",
+        "--restarts",
+        "3",
+        "--batch-size",
+        "1024",
+        "--silhouette-sample",
+        "5000",
+        "--model",
+        "sam2.1_hiera_t",
+        "--rgb-bands",
+        "3,2,1",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        ws.path("cache"),
+    )
+    assert set(gpd.read_file(out)["pseudo_class"]) - {-1} == {0, 1, 2}
+    assigned = ws.path("manual-classed.gpkg")
+    centres = ws.path("classed-opts.centres.json")
+    crownsam(
+        "pseudo-classes",
+        "--ortho",
+        ws.scene.ortho,
+        "--labels",
+        ws.scene.manual,
+        "--out",
+        assigned,
+        "--centres",
+        centres,
+    )
+    assert set(gpd.read_file(assigned)["pseudo_class"]) <= {-1, 0, 1, 2}
+
+
+def run_export_coco_classes(ws: Workspace) -> None:
+    out = ws.path("coco-classed")
+    crownsam(
+        "export-coco",
+        "--ortho",
+        ws.scene.ortho,
+        "--labels",
+        classed(ws),
+        "--out",
+        out,
+        "--holdout",
+        ws.scene.test_area,
+        "--manual",
+        ws.scene.manual,
+        *FAST_EXPORT,
+        "--class-column",
+        "pseudo_class",
+    )
+    names = [c["name"] for c in json.loads((out / "export.json").read_text())["categories"]]
+    assert len(names) >= 2 and names[0] == "class_0"
+
+
 def run_train(ws: Workspace) -> None:
     assert (model(ws) / "checkpoints" / "last.pt").is_file()
 
@@ -674,7 +773,16 @@ DOCUMENTED: dict[str, Entry] = {
         run_evaluate
     ),
     "crownsam export-coco --ortho ORTHO.tif --labels LABELS.gpkg --out DIR [--holdout TEST_AREA.gpkg "
-    "--manual MANUAL.gpkg]": Entry(run_export_coco),
+    "--manual MANUAL.gpkg] [--class-column pseudo_class]": Entry(run_export_coco_classes),
+    "crownsam pseudo-classes --ortho ORTHO.tif --labels PSEUDO.gpkg --out CLASSED.gpkg [--k K | --k-range 2..8 | "
+    "--centres FILE] [--features spectral|sam2|both] [--checkpoint URI | --untrained]": Entry(
+        run_pseudo_classes
+    ),
+    "crownsam pseudo-classes --ortho ORTHO.tif --labels LABELS.gpkg --out CLASSED.gpkg [--k K | --k-range 2..8 | "
+    "--centres FILE] [--features spectral|sam2|both] [--checkpoint URI | --untrained] [--band-names NAMES] "
+    "[--indices ndvi,ndre,gndvi,gcc] [--percentiles 10,90] [--texture-px 5] [--min-pixels 16] [--seed 0] "
+    "[--restarts 10] [--batch-size 1024] [--silhouette-sample 5000] [--model sam2.1_hiera_t] [--rgb-bands 3,2,1] "
+    "[--device auto] [--cache-dir DIR]": Entry(run_pseudo_classes_options),
     "crownsam export-coco --ortho ORTHO.tif --labels LABELS.gpkg --out DIR [--holdout TEST_AREA.gpkg "
     "[--manual MANUAL.gpkg]] [--chip 1024] [--overlap 0.25] [--bands 3,2,1] [--val-fraction 0.15] "
     "[--val-block 4] [--buffer 10] [--seed 0] [--sliver-fraction 0.2] [--sliver-px 64]": Entry(

@@ -21,9 +21,12 @@ def export_coco_op(
     val_fraction: float = 0.15,
     holdout_buffer_m: float = 10.0,
     val_block: int = 4,
+    pseudo_classes: str = "off",
 ):
     """Chips and train/val/test COCO JSON (test = the held-out area with the manual crowns); parameters:
-    ``ExportParams``. The artifact's metadata holds chip and annotation counts per split."""
+    ``ExportParams``; with the switch ``pseudo_classes`` (``PipelineClasses``) on, one category per
+    pseudo-class of the labels. The artifact's metadata holds chip and annotation counts per split."""
+    from crownsam.classes.params import PipelineClasses
     from crownsam.coco.export import export_coco
     from crownsam.coco.params import ExportParams
     from crownsam.common.artifacts import label_file
@@ -35,6 +38,7 @@ def export_coco_op(
         val_fraction=val_fraction,
         holdout_buffer_m=holdout_buffer_m,
         val_block=val_block,
+        class_column=PipelineClasses.from_pipeline(pseudo_classes=pseudo_classes).class_column,
     )
     summary = export_coco(
         ortho_uri,

@@ -22,6 +22,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from PIL import Image
 from rasterio.enums import MaskFlags
@@ -61,6 +62,7 @@ SPLITS = ("train", "val", "test")
 LABEL_ID_COLUMNS = ("segment_id", "tree_id")
 MANUAL_ID_COLUMNS = ("tree_id", "segment_id")
 STRETCH_PERCENTILES = (2.0, 98.0)
+CLASS = "class"  # Crowns.frame column of the crowns' classes (from ExportParams.class_column)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -70,18 +72,65 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 class Crowns:
     """Crown polygons in the raster's CRS, sorted by ``source_id``, plus what reading them changed."""
 
-    frame: gpd.GeoDataFrame  # columns: source_id (int64), geometry
+    frame: gpd.GeoDataFrame  # columns: source_id (int64), [class (int64, >= 0)], geometry
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classed(self) -> bool:
+        return CLASS in self.frame.columns
+
+    def category_ids(self) -> np.ndarray:
+        """COCO category per crown: class + 1, or 1 (tree) without classes."""
+        if self.classed:
+            return self.frame[CLASS].to_numpy() + 1
+        return np.full(len(self.frame), CATEGORY["id"], dtype=np.int64)
+
+
+def categories(n_classes: int | None) -> list[dict[str, Any]]:
+    """COCO categories: ``class_<c>`` with id c + 1 for c in 0..n-1 (``class_value`` c), or one, tree."""
+    if n_classes is None:
+        return [dict(CATEGORY)]
+    return [
+        {"id": c + 1, "name": f"class_{c}", "supercategory": CATEGORY["supercategory"], "class_value": c}
+        for c in range(n_classes)
+    ]
+
+
+def _read_classes(gdf: gpd.GeoDataFrame, column: str, path: str | Path) -> np.ndarray:
+    """The integer classes of ``column``; InputError when absent, empty or not integers."""
+    if column not in gdf.columns:
+        raise InputError(
+            path,
+            f"no column {column!r} (--class-column): classify the crowns first (`crownsam pseudo-classes`) "
+            "or leave the option out for one class",
+        )
+    col = gdf[column]
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    values = col.to_numpy(dtype=float, na_value=np.nan) if numeric else None
+    if values is None or np.isnan(values).any() or not np.all(np.mod(values, 1) == 0):
+        raise InputError(path, f"{column} must hold integer classes (no empty values)")
+    return values.astype(np.int64)
 
 
 def read_crowns(
-    path: str | Path, what: str, crs_text: str, id_columns: Sequence[str], notes: list[str]
+    path: str | Path,
+    what: str,
+    crs_text: str,
+    id_columns: Sequence[str],
+    notes: list[str],
+    class_column: str | None = None,
+    class_required: bool = True,
 ) -> Crowns:
     """Read crown polygons: ids from the first of ``id_columns`` present (unique integers) or 1..n in file
     order; reprojected to ``crs_text`` when needed; invalid geometries repaired with ``make_valid``
-    (polygon parts kept); null and empty geometries dropped (counted). Warnings go to ``notes``."""
+    (polygon parts kept); null and empty geometries dropped (counted). With ``class_column``, the crowns'
+    integer classes (column ``class``); crowns with a negative class (no class) are left out (counted).
+    Without ``class_required``, a file that lacks the column has no classes. Warnings go to ``notes``."""
     gdf = read_polygons(path, what)
     info: dict[str, Any] = {"path": str(path), "features": len(gdf)}
+    if class_column and not class_required and class_column not in gdf.columns:
+        class_column = None
+    classes = _read_classes(gdf, class_column, path) if class_column else None
     id_col = next((c for c in id_columns if c in gdf.columns), None)
     if id_col is None:
         ids = np.arange(1, len(gdf) + 1, dtype=np.int64)
@@ -95,7 +144,10 @@ def read_crowns(
             raise InputError(path, f"{id_col} values must be unique; {int(dup)} appears more than once")
         ids = col.astype(np.int64).to_numpy()
     info["id_column"] = id_col
-    gdf = gpd.GeoDataFrame({"source_id": ids}, geometry=gdf.geometry.values, crs=gdf.crs)
+    cols: dict[str, Any] = {"source_id": ids}
+    if classes is not None:
+        cols[CLASS] = classes
+    gdf = gpd.GeoDataFrame(cols, geometry=gdf.geometry.values, crs=gdf.crs)
     report = ReadReport()
     gdf = to_crs(gdf, crs_text, path, report)
     notes.extend(report.notes)
@@ -114,9 +166,15 @@ def read_crowns(
     keep = ~gone
     if not keep.any():
         raise InputError(path, f"{what} file has no non-empty polygon")
-    out = gpd.GeoDataFrame(
-        {"source_id": gdf["source_id"].to_numpy()[keep]}, geometry=list(fixed[keep]), crs=gdf.crs
-    )
+    if classes is not None:
+        unclassed = keep & (classes < 0)
+        info["class_column"] = class_column
+        info["dropped_unclassed"] = int(unclassed.sum())
+        keep &= ~unclassed
+        if not keep.any():
+            raise InputError(path, f"no crown has a class (all {class_column} values are negative)")
+    cols = {c: gdf[c].to_numpy()[keep] for c in gdf.columns if c != gdf.geometry.name}
+    out = gpd.GeoDataFrame(cols, geometry=list(fixed[keep]), crs=gdf.crs)
     info["multipart"] = int((shapely.get_num_geometries(out.geometry.values) > 1).sum())
     out = out.sort_values("source_id", kind="stable").reset_index(drop=True)
     return Crowns(out, info)
@@ -215,6 +273,7 @@ class _Writer:
     ) -> None:
         self.src, self.info, self.bands, self.stretch = src, info, list(bands), stretch
         self.size, self.rule, self.root = size, rule, root
+        self.n_classes: int | None = None  # set by export_coco when the labels have classes
         self.ext = "png" if len(bands) == 3 else "tif"
         flags = [src.mask_flag_enums[b - 1] for b in self.bands]
         self.all_valid = all(f == [MaskFlags.all_valid] for f in flags)
@@ -246,6 +305,7 @@ class _Writer:
         folder.mkdir(parents=True, exist_ok=True)
         geoms = np.asarray(crowns.frame.geometry.values, dtype=object)
         ids = crowns.frame["source_id"].to_numpy()
+        cats = crowns.category_ids()
         tree = shapely.STRtree(geoms)
         fps = footprints(self.info.affine, chips, self.size)
         images: list[dict[str, Any]] = []
@@ -289,7 +349,7 @@ class _Writer:
                     {
                         "id": self.next_ann_id,
                         "image_id": chip.image_id,
-                        "category_id": CATEGORY["id"],
+                        "category_id": int(cats[i]),
                         **body,
                         "iscrowd": 0,
                         "source_id": int(ids[i]),
@@ -302,7 +362,7 @@ class _Writer:
         coco = {
             "info": {"description": f"crownsam COCO export, {name} split", "version": FORMAT},
             "licenses": [],
-            "categories": [dict(CATEGORY)],
+            "categories": categories(self.n_classes if crowns.classed else None),
             "images": images,
             "annotations": anns,
         }
@@ -346,9 +406,11 @@ def _read_holdout(
     info: RasterInfo,
     buffer_m: float,
     notes: list[str],
+    class_column: str | None = None,
 ) -> Holdout:
     """Test area, exclusion zone, test region and ground truth (manual crowns overlapping the area, or
-    without them the labels whose centroid lies in the area)."""
+    without them the labels whose centroid lies in the area). Manual crowns have classes when they have
+    ``class_column`` (e.g. assigned with ``crownsam pseudo-classes --centres``), else none."""
     assert info.crs is not None
     outline = raster_outline(info)
     area, test_info = read_test_area(holdout, info.crs, notes)
@@ -356,7 +418,9 @@ def _read_holdout(
         raise InputError(holdout, f"test area {fmt_bounds(area.bounds)} lies outside the raster {info.path}")
     zone = area.buffer(buffer_m) if buffer_m > 0 else area
     if manual is not None:
-        m = read_crowns(manual, "manual crowns", info.crs, MANUAL_ID_COLUMNS, notes)
+        m = read_crowns(
+            manual, "manual crowns", info.crs, MANUAL_ID_COLUMNS, notes, class_column, class_required=False
+        )
         hit = shapely.area(shapely.intersection(np.asarray(m.frame.geometry.values), area)) > 0
         m.info["outside_test_area"] = int((~hit).sum())
         gt = Crowns(m.frame[hit].reset_index(drop=True), m.info)
@@ -460,6 +524,9 @@ def export_coco(
       :func:`crownsam.coco.chips.assign_val_blocks`); train chips sharing a pixel with a val chip are
       left out (a gap), so train and val share no pixel.
     * slivers: see :class:`crownsam.coco.annotations.SliverRule`.
+    * categories: one, ``tree`` (id 1); with ``class_column``, ``class_<c>`` (id c + 1) for c = 0..max
+      of the labels' integer classes, crowns with a negative class left out. The test split's manual
+      crowns use the column when they have it, else they keep the one category ``tree``.
 
     Raises :class:`InputError` / :class:`CrownsamError` on bad input, before anything is written (the
     only late check, no training annotation at all, removes the temporary folder); returns the content
@@ -496,7 +563,7 @@ def export_coco(
     check_out_dir(out)
 
     notes: list[str] = []
-    crowns = read_crowns(labels, "labels", info.crs, LABEL_ID_COLUMNS, notes)
+    crowns = read_crowns(labels, "labels", info.crs, LABEL_ID_COLUMNS, notes, p.class_column)
     outline = raster_outline(info)
     inside = shapely.intersects(np.asarray(crowns.frame.geometry.values), outline)
     if not inside.any():
@@ -507,7 +574,15 @@ def export_coco(
             "wrong file or CRS?",
         )
     crowns.info["outside_raster"] = int((~inside).sum())
-    hold = _read_holdout(holdout, manual, labels, crowns, info, buffer_m, notes) if holdout else None
+    hold = (
+        _read_holdout(holdout, manual, labels, crowns, info, buffer_m, notes, p.class_column)
+        if holdout
+        else None
+    )
+    n_classes = None
+    if crowns.classed:
+        classed = [crowns.frame] + ([hold.gt.frame] if hold is not None and hold.gt.classed else [])
+        n_classes = max(int(f[CLASS].max()) for f in classed if len(f)) + 1
     stride = chip_stride(chip, overlap)
     plan = _plan_chips(
         info,
@@ -531,6 +606,7 @@ def export_coco(
     stats: dict[str, SplitStats] = {}
     with atomic_dir(out) as tmp, open_raster(ortho) as src:
         writer = _Writer(src, info, bands, stretch, chip, rule, tmp)
+        writer.n_classes = n_classes
         jobs = [("train", plan.train, crowns, None), ("val", plan.val, crowns, None)]
         if hold is not None:
             jobs.append(("test", plan.test, hold.gt, hold.region))
@@ -554,6 +630,7 @@ def export_coco(
                 "transform": [float(v) for v in info.transform],
             },
             "bands": list(bands),
+            "categories": categories(n_classes),
             "chip": chip,
             "overlap": overlap,
             "stride": stride,
@@ -589,6 +666,7 @@ def export_coco(
                 val_fraction=val_fraction,
                 val_block=val_block,
                 hold=hold,
+                class_column=p.class_column,
             ),
             "notes": notes,
         }
@@ -607,9 +685,22 @@ def rules_in_words(
     val_fraction: float,
     val_block: int,
     hold: Holdout | None,
+    class_column: str | None = None,
 ) -> dict[str, str]:
     """The export's rules as sentences, for ``export.json``."""
+    test_classes = hold is not None and hold.gt.classed
     return {
+        "categories": (
+            f"one category class_<c> (id c + 1) per class c = 0..max of the labels' column {class_column}; "
+            "crowns with a negative class (no class) are left out; test ground truth: "
+            + (
+                f"the classes of its {class_column} column"
+                if test_classes
+                else "one category, tree (its crowns have no classes): class-agnostic evaluation only"
+            )
+            if class_column
+            else "one category, tree (id 1)"
+        ),
         "chips": (
             f"{chip} x {chip} px chips, stride {stride} px (overlap {overlap:g}); the last row and column "
             "of chips are aligned to the raster edge, so every chip is full-size and inside the raster "

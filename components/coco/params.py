@@ -31,3 +31,10 @@ class ExportParams(Params):
         0.2, "minimum kept share of a crown cut by a chip edge", ge=0.0, le=1.0, pipeline=None
     )
     sliver_px: int = param(64, "minimum mask size in px", ge=1, pipeline=None)
+    class_column: str | None = param(
+        None,
+        "column of integer classes in the labels (e.g. pseudo_class): one COCO category class_<c> per "
+        "class, crowns with a negative class left out (default: one category, tree)",
+        metavar="COLUMN",
+        pipeline=None,  # the pipeline sets it with its switch pseudo_classes (PipelineClasses)
+    )

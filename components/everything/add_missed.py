@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from rasterio.windows import Window
 from crownsam.common.errors import InputError
 from crownsam.common.raster import open_raster, read_error
 from crownsam.common.vector import ID_COLUMN, ReadReport, same_crs, to_crs
-from crownsam.everything.params import AMG_SOURCE, AddMissedParams
+from crownsam.everything.params import AMG_SOURCE, AddMissedParams, PipelineFindMissed
 
 log = logging.getLogger(__name__)
 
@@ -345,26 +346,28 @@ def add_missed_files(
 ARTIFACT_COMPLETED = "completed.gpkg"
 
 
-def gpkg_in(path: str) -> str:
-    """``path`` itself, or the one GeoPackage inside it when it is a folder (a KFP artifact)."""
-    p = Path(path)
-    if not p.is_dir():
-        return path
-    found = sorted(p.glob("*.gpkg"))
-    if len(found) != 1:
-        raise InputError(path, f"expected one .gpkg in the folder, found {len(found)}")
-    return str(found[0])
-
-
 def add_missed_artifact(
-    labels_dir: str, masks_dir: str, ortho_uri: str, chm_uri: str, out_dir: str, params: AddMissedParams
+    labels_dir: str,
+    masks_dir: str,
+    ortho_uri: str,
+    chm_uri: str,
+    out_dir: str,
+    params: AddMissedParams,
+    switch: PipelineFindMissed,
 ) -> dict[str, float]:
     """The KFP step: labels and masks artifacts (folders or files) into ``out_dir/completed.gpkg`` and its
-    summary; returns KFP metrics (added, dropped per reason)."""
+    summary; returns KFP metrics (added, dropped per reason). With the switch off the labels pass through
+    unchanged (copied under their own name)."""
+    from crownsam.common.artifacts import label_file
+
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if not switch.find_missed:
+        src = label_file(labels_dir)
+        shutil.copyfile(src, Path(out_dir) / Path(src).name)
+        return {}
     s = add_missed_files(
-        gpkg_in(labels_dir),
-        gpkg_in(masks_dir),
+        label_file(labels_dir),
+        label_file(masks_dir),
         ortho_uri,
         str(Path(out_dir) / ARTIFACT_COMPLETED),
         chm=chm_uri or None,

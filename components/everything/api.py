@@ -23,7 +23,7 @@ from crownsam.common.atomic import atomic_paths
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import InputError
 from crownsam.common.raster import RasterInfo, Stretch, check_rgb_bands, compute_stretch, raster_info
-from crownsam.everything.params import EverythingParams
+from crownsam.everything.params import EverythingParams, PipelineFindMissed
 from crownsam.everything.passes import AmgGenerator, MaskGenerator
 from crownsam.everything.run import segment_tiles, tiles_block, write_merged
 from crownsam.everything.store import (
@@ -41,6 +41,7 @@ from crownsam.tiling.plan import split_windows
 log = logging.getLogger(__name__)
 
 ARTIFACT_MASKS = "masks.gpkg"
+SKIPPED_NOTE = "find_missed.off.json"  # what a shard or merge writes when the pipeline switch is off
 
 
 @dataclass
@@ -298,9 +299,13 @@ def segment_everything_shard_artifact(
     shards: int,
     sam2: Sam2Params,
     params: EverythingParams,
+    switch: PipelineFindMissed,
 ) -> dict:
     """The KFP shard step: shard ``shard`` of ``shards`` into the folder ``out_dir``; finished tiles are kept
-    under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task)."""
+    under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task). With the switch off:
+    only a note, no model loaded."""
+    if not switch.find_missed:
+        return write_skipped(out_dir)
     req = EverythingRequest(
         ortho=ortho_uri,
         out=out_dir,
@@ -313,8 +318,28 @@ def segment_everything_shard_artifact(
     return run_segment_everything(req)
 
 
-def merge_everything_artifacts(parts: list[str], out_dir: str) -> dict[str, float]:
-    """The KFP merge step: shard folders into ``out_dir/masks.gpkg`` + summary; returns KFP metrics."""
+def shard_numbers(shards: int, switch: PipelineFindMissed) -> list[int]:
+    """The pipeline's shard loop: ``0 .. shards-1``, or ``[0]`` (one no-op shard) with the switch off."""
+    if shards < 1:
+        raise InputError("shards", f"must be at least 1, got {shards}")
+    return list(range(shards)) if switch.find_missed else [0]
+
+
+def write_skipped(out_dir: str) -> dict:
+    """The artifact of a step the switch turned off: a folder holding one note saying so."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    note = {"find_missed": False, "note": "segment-everything is off (pipeline parameter find_missed)"}
+    (Path(out_dir) / SKIPPED_NOTE).write_text(json.dumps(note) + "\n", encoding="utf-8")
+    return {}
+
+
+def merge_everything_artifacts(
+    parts: list[str], out_dir: str, switch: PipelineFindMissed
+) -> dict[str, float]:
+    """The KFP merge step: shard folders into ``out_dir/masks.gpkg`` + summary; returns KFP metrics. With
+    the switch off: only a note."""
+    if not switch.find_missed:
+        return write_skipped(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     s = merge_everything(parts, str(Path(out_dir) / ARTIFACT_MASKS))
     metrics = {"objects": float(s["objects"]), "coverage": float(s["coverage"] or 0.0)}

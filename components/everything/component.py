@@ -1,4 +1,10 @@
-"""KFP components: one segment-everything shard (GPU), the merge of all shards (CPU), and add-missed (CPU).
+"""KFP components: the shard list, one segment-everything shard (GPU), the merge of all shards (CPU), and
+add-missed (CPU).
+
+The pipeline switch ``find_missed`` (``PipelineFindMissed``) reaches every one of them: when it is off the
+shard list has one item, that shard and the merge write nothing but a note (no model is loaded), and
+add-missed passes the labels through, because KFP's local runner can neither loop over an empty list nor pick
+one of two conditional artifacts.
 
 Every step parameter is a scalar named after its dataclass field's pipeline name, with the dataclass
 default (``crownsam.everything.params``); the library builds the dataclass from them by keyword.
@@ -13,6 +19,15 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 from crownsam.common.images import CPU_IMAGE, GPU_IMAGE
 
 
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def everything_shards_op(shards: int, find_missed: bool = False) -> List[int]:
+    """The shard numbers to run: ``0 .. shards-1``, or just ``[0]`` (a no-op shard) when the switch is off."""
+    from crownsam.everything.api import shard_numbers
+    from crownsam.everything.params import PipelineFindMissed
+
+    return shard_numbers(shards, PipelineFindMissed.from_pipeline(find_missed=find_missed))
+
+
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def segment_everything_op(
     ortho_uri: str,
@@ -20,6 +35,7 @@ def segment_everything_op(
     shard: int,
     shards: int,
     tiles: Output[Dataset],
+    find_missed: bool = False,
     sam2_model: str = "sam2.1_hiera_t",
     sam2_checkpoint: str = "",
     untrained: bool = False,
@@ -47,7 +63,7 @@ def segment_everything_op(
     Finished tiles are kept beside the output (``<tiles>.parts``) so a retried task resumes.
     """
     from crownsam.everything.api import segment_everything_shard_artifact
-    from crownsam.everything.params import EverythingParams
+    from crownsam.everything.params import EverythingParams, PipelineFindMissed
     from crownsam.pseudolabel.params import Sam2Params
 
     sam2 = Sam2Params.from_pipeline(
@@ -72,15 +88,23 @@ def segment_everything_op(
         amg_box_nms_thresh=amg_box_nms_thresh,
         rgb_bands=rgb_bands,
     )
-    segment_everything_shard_artifact(ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params)
+    switch = PipelineFindMissed.from_pipeline(find_missed=find_missed)
+    segment_everything_shard_artifact(ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params, switch)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def merge_everything_op(parts: Input[List[Dataset]], masks: Output[Dataset], metrics: Output[Metrics]):
+def merge_everything_op(
+    parts: Input[List[Dataset]],
+    masks: Output[Dataset],
+    metrics: Output[Metrics],
+    find_missed: bool = False,
+):
     """Merge the shard folders into one folder with masks.gpkg + masks.summary.json."""
     from crownsam.everything.api import merge_everything_artifacts
+    from crownsam.everything.params import PipelineFindMissed
 
-    for key, value in merge_everything_artifacts([p.path for p in parts], masks.path).items():
+    switch = PipelineFindMissed.from_pipeline(find_missed=find_missed)
+    for key, value in merge_everything_artifacts([p.path for p in parts], masks.path, switch).items():
         metrics.log_metric(key, value)
 
 
@@ -102,11 +126,12 @@ def add_missed_op(
     red_band: int = 0,
     nir_band: int = 0,
     missed_existing_source: str = "pseudo",
+    find_missed: bool = False,
 ):
-    """Labels plus the missed crowns (``label_source=amg``): a folder with completed.gpkg + summary.
-    Parameters: ``AddMissedParams``."""
+    """Labels plus the missed crowns (``label_source=amg``): a folder with completed.gpkg + summary; the
+    labels unchanged when the switch is off. Parameters: ``AddMissedParams``, ``PipelineFindMissed``."""
     from crownsam.everything.add_missed import add_missed_artifact
-    from crownsam.everything.params import AddMissedParams
+    from crownsam.everything.params import AddMissedParams, PipelineFindMissed
 
     params = AddMissedParams.from_pipeline(
         missed_max_overlap=missed_max_overlap,
@@ -119,6 +144,7 @@ def add_missed_op(
         nir_band=nir_band,
         missed_existing_source=missed_existing_source,
     )
-    result = add_missed_artifact(labels.path, masks.path, ortho_uri, chm_uri, completed.path, params)
+    switch = PipelineFindMissed.from_pipeline(find_missed=find_missed)
+    result = add_missed_artifact(labels.path, masks.path, ortho_uri, chm_uri, completed.path, params, switch)
     for key, value in result.items():
         metrics.log_metric(key, value)

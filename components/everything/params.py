@@ -145,3 +145,15 @@ class AddMissedParams(Params):
 
 
 AMG_SOURCE = "amg"
+
+
+@dataclass(frozen=True)
+class PipelineFindMissed(Params):
+    """The pipeline's switch: complete the pseudolabels with the crowns the coarse segments missed
+    (segment-everything, then add-missed, between pseudolabeling and the COCO export), or not."""
+
+    find_missed: bool = param(
+        False,
+        "add the crowns no coarse segment found (segment-everything + add-missed) to the pseudolabels",
+        flag="",
+    )

@@ -25,10 +25,13 @@ SUN = np.array(
     ]
 )
 BANDS = ("blue", "green", "red", "nir", "red_edge", "thermal")
-# Sunlit reflectance x 10^4 for blue, green, red, NIR, red edge.
+# Sunlit reflectance x 10^4 for blue, green, red, NIR, red edge. NIR: birch > pine > spruce (spruce the
+# darkest crowns, birch the brightest). Pine's sparse, yellow-green crowns show more red than spruce's
+# dense dark-green ones: NDVI spruce 0.83 > pine 0.80, green share G/(R+G+B) birch 0.49 > spruce 0.47 >
+# pine 0.43 (what tells the two conifers apart in the bands; crownsam.classes relies on it).
 TREE_SPECTRA = {
     "spruce": (230.0, 420.0, 250.0, 2700.0, 1250.0),
-    "pine": (280.0, 480.0, 300.0, 3100.0, 1450.0),
+    "pine": (300.0, 480.0, 340.0, 3100.0, 1450.0),
     "birch": (360.0, 720.0, 380.0, 4600.0, 2100.0),
 }
 GRASS = np.array([450.0, 850.0, 720.0, 2300.0, 1450.0])  # NDVI ~ 0.52
@@ -38,8 +41,9 @@ ROOF = (
     np.array([850.0, 900.0, 950.0, 1100.0, 1000.0]),  # dark grey metal
     np.array([650.0, 850.0, 1900.0, 2500.0, 2250.0]),  # red tiles
 )
-# Surface temperature (K) = base + gain * sunlit fraction; the band stores 0.1 K units.
-TREE_T = {"spruce": (294.0, 2.0), "pine": (294.5, 2.0), "birch": (295.0, 1.5)}
+# Surface temperature (K) = base + gain * sunlit fraction; the band stores 0.1 K units. Broadleaf crowns
+# transpire more and reflect more than needle crowns, so birch is the coolest canopy.
+TREE_T = {"spruce": (294.0, 2.0), "pine": (294.5, 2.0), "birch": (293.5, 1.5)}
 GRASS_T, SOIL_T, ROAD_T, ROOF_T = (292.5, 9.0), (294.0, 14.0), (300.0, 16.0), (302.0, 18.0)
 SHADOW_DEPTH_CROWN = 0.5  # brightness lost in full shadow on crowns (they are lit by skylight from above)
 SHADOW_DEPTH_GROUND = 0.68

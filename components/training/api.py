@@ -88,6 +88,16 @@ class PredictRequest:
     inference: InferenceParams = field(default_factory=InferenceParams)
 
 
+def model_classes(meta: dict[str, Any]) -> list[tuple[int | None, str]] | None:
+    """(class value, name) of each model label 1..K of a multi-class model (from its metadata), else
+    None. The class value is the export category's ``class_value`` (the labels' ``pseudo_class``)."""
+    names = list(meta.get("classes") or [])[1:]
+    if len(names) < 2:
+        return None
+    values = list(meta.get("class_values") or [None] * len(names))
+    return [(None if v is None else int(v), str(n)) for v, n in zip(values, names, strict=True)]
+
+
 def summary_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".summary.json")
 
@@ -117,6 +127,7 @@ def predict_files(req: PredictRequest) -> dict[str, Any]:
         device=device,
         batch_size=inf.batch_size,
         progress=req.progress,
+        classes=model_classes(loaded.meta),
     )
     gdf["model"] = loaded.source
     summary |= {"model": loaded.source, "run_id": loaded.run_id, "bands": list(bands), "stretch": stretch}
@@ -200,7 +211,7 @@ def evaluate_model(
     chip = int(loaded.meta.get("chip") or D.chip_size({split: gt}, export))
     ds = D.CocoChips(export.root, gt, channels, max(chip, D.chip_size({split: gt}, export)))
     preds = predict_split(loaded.model.to(dev), ds, dev, progress=progress)
-    metrics: dict[str, Any] = coco_metrics(gt, preds)
+    metrics: dict[str, Any] = coco_metrics(gt, preds, loaded.meta.get("category_ids"))
     out = Path(out_dir)
     png = out / f"predictions_{split}.png"
     plot_predictions(ds, preds, png, title=f"{loaded.source}: {split} segm AP {metrics['segm_AP']:.3f}")

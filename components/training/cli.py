@@ -69,7 +69,8 @@ def run_predict(args: argparse.Namespace) -> int:
     print(
         f"crownsam: {s['crowns']} crowns from {s['windows']} windows ({s['windows_per_s']:.3g} windows/s); "
         f"{s['duplicates_dropped']} duplicates dropped, {s['stitched_from']} cut instances stitched "
-        f"-> {args.out} (summary {summary_path(args.out)})"
+        + (f"; per class {s['crowns_per_class']} " if "crowns_per_class" in s else "")
+        + f"-> {args.out} (summary {summary_path(args.out)})"
     )
     return 0
 

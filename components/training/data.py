@@ -3,7 +3,7 @@
 Folder layout (written by :func:`crownsam.coco.export.export_coco`)::
 
     DIR/images/{train,val,test}/<chip>.png|.tif   uint8, already stretched (PNG: 3 bands, TIFF: H x W x bands)
-    DIR/train.json, DIR/val.json, DIR/test.json    COCO instances, category 1 = tree
+    DIR/train.json, DIR/val.json, DIR/test.json    COCO instances: category 1 = tree, or one per class
     DIR/export.json                                summary with "bands" and "stretch"
 
 Chips hold the exported orthophoto bands in ``export.json["bands"]`` order. ``bands`` here are orthophoto
@@ -193,12 +193,32 @@ def fingerprint(root: Path) -> dict[str, str]:
     return out
 
 
+def class_map(categories: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """COCO category id -> model label: the categories sorted by id get labels 1..K (0 is background).
+    An export's ``tree`` (id 1) is label 1; its ``class_<c>`` (id c + 1) is label c + 1."""
+    return {int(c["id"]): i + 1 for i, c in enumerate(sorted(categories, key=lambda c: int(c["id"])))}
+
+
+def check_categories(data: dict[str, Any], path: str | Path) -> None:
+    """Every annotation's ``category_id`` must be one of the file's categories (ids unique)."""
+    ids = [int(c["id"]) for c in data["categories"]]
+    if len(set(ids)) != len(ids):
+        raise InputError(path, "category ids must be unique")
+    bad = {a.get("category_id", 1) for a in data["annotations"]} - set(ids)
+    if bad:
+        raise InputError(path, f"annotations refer to unknown categories {sorted(bad)}")
+
+
 def target_from_anns(
-    coco: Any, anns: Sequence[dict[str, Any]], height: int, width: int
+    coco: Any,
+    anns: Sequence[dict[str, Any]],
+    height: int,
+    width: int,
+    labels: dict[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """torchvision Mask R-CNN target: masks decoded from RLE/polygons; boxes from the mask extent
-    (x0, y0, x1 + 1, y1 + 1); empty masks dropped; labels all 1."""
-    masks, boxes = [], []
+    (x0, y0, x1 + 1, y1 + 1); empty masks dropped; labels ``labels[category_id]`` (default all 1)."""
+    masks, boxes, classes = [], [], []
     for a in anns:
         if a.get("iscrowd", 0):
             continue
@@ -210,13 +230,14 @@ def target_from_anns(
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
         boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
         masks.append(m)
+        classes.append(labels[int(a.get("category_id", 1))] if labels else 1)
     if masks:
         mask_t = torch.from_numpy(np.stack(masks).astype(np.uint8))
         box_t = torch.tensor(boxes, dtype=torch.float32)
     else:
         mask_t = torch.zeros((0, height, width), dtype=torch.uint8)
         box_t = torch.zeros((0, 4), dtype=torch.float32)
-    return {"boxes": box_t, "labels": torch.ones(len(masks), dtype=torch.int64), "masks": mask_t}
+    return {"boxes": box_t, "labels": torch.tensor(classes, dtype=torch.int64), "masks": mask_t}
 
 
 def augment(
@@ -274,6 +295,7 @@ class CocoChips(torch.utils.data.Dataset):
         self.train, self.seed = train, seed
         self.coco = coco_api(data)
         self.images = sorted(data["images"], key=lambda im: im["id"])
+        self.labels = class_map(data["categories"])  # category id -> model label
 
     def __len__(self) -> int:
         return len(self.images)
@@ -292,7 +314,7 @@ class CocoChips(torch.utils.data.Dataset):
     def target(self, i: int) -> dict[str, torch.Tensor]:
         rec = self.images[i]
         anns = self.coco.imgToAnns.get(rec["id"], [])
-        t = target_from_anns(self.coco, anns, int(rec["height"]), int(rec["width"]))
+        t = target_from_anns(self.coco, anns, int(rec["height"]), int(rec["width"]), self.labels)
         t["image_id"] = torch.tensor(rec["id"])
         return t
 

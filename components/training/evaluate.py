@@ -6,6 +6,15 @@
   0.50:0.05:0.95, maxDets 1/10/100, COCO area ranges). The 12 numbers of ``COCOeval.stats`` become flat
   keys ``<iou_type>_<name>`` with names :data:`STAT_NAMES` (``segm_AP``, ``bbox_AP50``, ...); -1 means
   "no ground truth in that range", as in COCO. No detections at all gives AP = AR = 0 (not an error).
+* **Classes.** Those keys are always **class-agnostic**, so a multi-class model compares with a
+  single-class one: every ground-truth crown and detection counts as one category, tree, after
+  detections of *different* classes that overlap (box IoU > :data:`AGNOSTIC_NMS_IOU`, torchvision's
+  own per-class NMS threshold) are reduced to the highest-scoring one (``torchvision.ops.nms``), so a
+  crown is one detection, as in a single-class model. A single-class model's detections already passed
+  that NMS inside the model and are left as they are: its numbers are exactly those of a plain COCOeval.
+  When the model and the ground truth both have two or more categories, ``COCOeval`` with categories
+  adds per class ``<iou_type>_AP/<class>`` and ``<iou_type>_AP50/<class>`` (area all, maxDets 100,
+  -1 without ground truth of that class) and ``<iou_type>_mAP``, their mean (COCO's AP).
 * **Picture**: the split's chips placed at their orthophoto offsets (``crownsam.row_off/col_off``),
   ground truth outlined in cyan and predictions with score >= 0.5 in red, downsampled to at most
   :data:`PLOT_MAX_PX` pixels on the longer side.
@@ -30,9 +39,10 @@ from crownsam.training.data import CocoChips, coco_api, pad_to
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("segm", "bbox")
 MASK_THRESHOLD = 0.5
+AGNOSTIC_NMS_IOU = 0.5  # torchvision's box_nms_thresh default
 PLOT_MAX_PX = 2000
 
-Prediction = dict[str, np.ndarray]  # boxes (N, 4) xyxy, scores (N,), masks (N, H, W) bool
+Prediction = dict[str, np.ndarray]  # boxes (N, 4) xyxy, scores (N,), labels (N,), masks (N, H, W) bool
 
 
 @torch.inference_mode()
@@ -61,6 +71,7 @@ def predict_images(
             {
                 "boxes": boxes,
                 "scores": out["scores"].float().cpu().numpy(),
+                "labels": out["labels"].cpu().numpy().astype(np.int64),
                 "masks": masks.cpu().numpy() if masks is not None else np.zeros((0, h, w), bool),
             }
         )
@@ -92,16 +103,21 @@ def predict_split(
     return out
 
 
-def _detections(preds: Mapping[int, Prediction], iou_type: str) -> list[dict[str, Any]]:
+def _detections(
+    preds: Mapping[int, Prediction], iou_type: str, category_ids: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """COCO results: category 1 for all, or ``category_ids[label - 1]``."""
     from pycocotools import mask as mask_util
 
     anns: list[dict[str, Any]] = []
     for image_id, p in preds.items():
+        labels = p.get("labels")
         for k in range(len(p["scores"])):
             x0, y0, x1, y1 = (float(v) for v in p["boxes"][k])
+            cat = 1 if category_ids is None or labels is None else int(category_ids[int(labels[k]) - 1])
             ann: dict[str, Any] = {
                 "image_id": image_id,
-                "category_id": 1,
+                "category_id": cat,
                 "score": float(p["scores"][k]),
                 "iscrowd": 0,
             }
@@ -117,15 +133,20 @@ def _detections(preds: Mapping[int, Prediction], iou_type: str) -> list[dict[str
     return anns
 
 
-def coco_stats(gt: Mapping[str, Any], preds: Mapping[int, Prediction], iou_type: str) -> dict[str, float]:
-    """``COCOeval`` of ``preds`` against the COCO dict ``gt`` for one IoU type: ``{"<type>_AP": ...}``."""
+def _cocoeval(
+    gt: Mapping[str, Any],
+    preds: Mapping[int, Prediction],
+    iou_type: str,
+    category_ids: Sequence[int] | None = None,
+) -> Any:
+    """A summarised ``COCOeval`` of ``preds`` against the COCO dict ``gt``."""
     from pycocotools.cocoeval import COCOeval
 
     gt_coco = coco_api(dict(gt))
     dt = {
         "images": list(gt["images"]),
         "categories": list(gt.get("categories") or [{"id": 1, "name": "tree"}]),
-        "annotations": _detections(preds, iou_type),
+        "annotations": _detections(preds, iou_type, category_ids),
     }
     dt_coco = coco_api(dt)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -133,14 +154,72 @@ def coco_stats(gt: Mapping[str, Any], preds: Mapping[int, Prediction], iou_type:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return ev
+
+
+def coco_stats(gt: Mapping[str, Any], preds: Mapping[int, Prediction], iou_type: str) -> dict[str, float]:
+    """``COCOeval`` of ``preds`` (all category 1) against ``gt`` for one IoU type: ``{"<type>_AP": ...}``."""
+    ev = _cocoeval(gt, preds, iou_type)
     return {f"{iou_type}_{n}": float(v) for n, v in zip(STAT_NAMES, ev.stats, strict=True)}
 
 
-def coco_metrics(gt: Mapping[str, Any], preds: Mapping[int, Prediction]) -> dict[str, float]:
-    """segm and bbox statistics together (24 flat keys)."""
+def one_category(gt: Mapping[str, Any]) -> dict[str, Any]:
+    """``gt`` with every annotation in one category, tree (id 1)."""
+    anns = [{**a, "category_id": 1} for a in gt.get("annotations", [])]
+    return {**gt, "categories": [{"id": 1, "name": "tree", "supercategory": "tree"}], "annotations": anns}
+
+
+def class_agnostic(preds: Mapping[int, Prediction]) -> dict[int, Prediction]:
+    """Per image, detections of different classes that overlap (box IoU > :data:`AGNOSTIC_NMS_IOU`)
+    reduced to the highest-scoring one (``torchvision.ops.nms``); images whose detections are all of one
+    class (every single-class model's) are returned as they are."""
+    from torchvision.ops import nms
+
+    out: dict[int, Prediction] = {}
+    for image_id, p in preds.items():
+        labels = p.get("labels")
+        if labels is None or len(np.unique(labels)) <= 1:
+            out[image_id] = p
+            continue
+        keep = nms(
+            torch.from_numpy(np.asarray(p["boxes"], np.float32)),
+            torch.from_numpy(np.asarray(p["scores"], np.float32)),
+            AGNOSTIC_NMS_IOU,
+        ).numpy()
+        out[image_id] = {k: v[keep] for k, v in p.items()}
+    return out
+
+
+def per_class_stats(
+    gt: Mapping[str, Any], preds: Mapping[int, Prediction], iou_type: str, category_ids: Sequence[int]
+) -> dict[str, float]:
+    """Per category of ``gt``: ``<type>_AP/<name>`` and ``<type>_AP50/<name>`` (area all, maxDets 100;
+    -1 without ground truth of the category), and ``<type>_mAP``, COCO's mean over categories."""
+    ev = _cocoeval(gt, preds, iou_type, category_ids)
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
+    precision = ev.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
+    out: dict[str, float] = {f"{iou_type}_mAP": float(ev.stats[0])}
+    for k, cat in enumerate(ev.params.catIds):
+        every = precision[:, :, k, 0, -1]
+        at50 = precision[0, :, k, 0, -1]
+        out[f"{iou_type}_AP/{names[cat]}"] = float(every[every > -1].mean()) if (every > -1).any() else -1.0
+        out[f"{iou_type}_AP50/{names[cat]}"] = float(at50[at50 > -1].mean()) if (at50 > -1).any() else -1.0
+    return out
+
+
+def coco_metrics(
+    gt: Mapping[str, Any], preds: Mapping[int, Prediction], category_ids: Sequence[int] | None = None
+) -> dict[str, float]:
+    """segm and bbox statistics together: 24 class-agnostic keys, plus the per-class keys when the model
+    (``category_ids``: the COCO category of each model label 1..K) and ``gt`` both have two or more
+    categories (rules in the module docstring)."""
     out: dict[str, float] = {}
+    agnostic_gt, agnostic = one_category(gt), class_agnostic(preds)
     for t in IOU_TYPES:
-        out |= coco_stats(gt, preds, t)
+        out |= coco_stats(agnostic_gt, agnostic, t)
+    if category_ids is not None and len(category_ids) > 1 and len(gt.get("categories") or []) > 1:
+        for t in IOU_TYPES:
+            out |= per_class_stats(gt, preds, t, category_ids)
     return out
 
 

@@ -1,7 +1,8 @@
 """Mask R-CNN R50-FPN for tree crowns: building, widening to more bands, starting weights, metadata.
 
 The network is torchvision's ``maskrcnn_resnet50_fpn`` (v1) or ``maskrcnn_resnet50_fpn_v2`` (v2), built the
-way torchvision's builders build it, with two classes (0 = background, 1 = tree).
+way torchvision's builders build it, with two classes (0 = background, 1 = tree), or one more per
+pseudo-class of a multi-class export (``num_classes`` = 1 + the export's categories).
 
 * **Bands.** The first convolution (``backbone.body.conv1``) takes ``n`` input bands. For ``n > 3`` the
   first three input channels keep the RGB filters and every extra channel starts from the mean of the
@@ -49,12 +50,14 @@ def build_model(
     chip: int = 1024,
     pretrained: bool = False,
     trainable_layers: int | None = None,
+    num_classes: int = NUM_CLASSES,
     **kwargs: Any,
 ) -> nn.Module:
-    """A two-class Mask R-CNN R50-FPN (torchvision ``v1`` or ``v2``) for ``num_bands`` inputs, with random
-    weights. ``pretrained`` picks torchvision's fine-tuning backbone set-up (see the module docstring) for
-    weights loaded afterwards with :func:`load_weights`. ``kwargs`` go to torchvision's ``MaskRCNN``
-    (e.g. ``rpn_pre_nms_top_n_train``, ``box_detections_per_img``)."""
+    """A Mask R-CNN R50-FPN (torchvision ``v1`` or ``v2``) with ``num_classes`` classes (background
+    included; default background + tree) for ``num_bands`` inputs, with random weights. ``pretrained``
+    picks torchvision's fine-tuning backbone set-up (see the module docstring) for weights loaded
+    afterwards with :func:`load_weights`. ``kwargs`` go to torchvision's ``MaskRCNN`` (e.g.
+    ``rpn_pre_nms_top_n_train``, ``box_detections_per_img``)."""
     from torchvision.models import resnet50
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -64,6 +67,8 @@ def build_model(
         raise InputError(None, f"model version must be v1 or v2, got {version!r}")
     if num_bands < 1:
         raise InputError(None, f"the model needs at least one band, got {num_bands}")
+    if num_classes < 2:
+        raise InputError(None, f"the model needs background and at least one class, got {num_classes}")
     layers = trainable_layers if trainable_layers is not None else (3 if pretrained else 5)
     if not 0 <= layers <= 5:
         raise InputError(None, f"trainable backbone layers must be 0..5, got {layers}")
@@ -71,7 +76,7 @@ def build_model(
     if version == "v1":
         norm = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
         backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=norm), layers)
-        model = MaskRCNN(backbone, num_classes=NUM_CLASSES, **kwargs)
+        model = MaskRCNN(backbone, num_classes=num_classes, **kwargs)
     else:
         from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead, _default_anchorgen
         from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
@@ -80,7 +85,7 @@ def build_model(
         anchors = _default_anchorgen()
         model = MaskRCNN(
             backbone,
-            num_classes=NUM_CLASSES,
+            num_classes=num_classes,
             rpn_anchor_generator=anchors,
             rpn_head=RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0], conv_depth=2),
             box_head=FastRCNNConvFCHead(
@@ -212,6 +217,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> nn.Module:
         chip=int(meta["chip"]),
         pretrained=bool(meta.get("pretrained", False)),
         trainable_layers=meta.get("trainable_layers"),
+        num_classes=len(meta.get("classes") or ("background", "tree")),
         **meta.get("model_kwargs", {}),
     )
     model.load_state_dict(ckpt["model"])

@@ -22,6 +22,11 @@
   3. Duplicates once more (step 1) over the result.
 * **Polygons.** The largest 4-connected component of each mask, vectorised in the raster's CRS (holes
   kept). With ``area``, only crowns whose centroid lies in it are written (as for manual crowns).
+* **Classes** (a multi-class model): the merging above ignores classes, so each crown keeps the class of
+  the instance that survives (a stitched crown: of its highest-scoring part); it is written as
+  ``pred_class`` (the pseudo-class number of the training labels, ``pseudo_class``), ``pred_class_name``
+  and ``class_score``, the model's probability of that class for the crown (torchvision's detection
+  score, equal to ``score``). A single-class model's output has none of these columns.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class Instance:
     win_rect: tuple[int, int, int, int]  # r0, c0, r1, c1 of its window
     cut: bool  # touches an inner window edge
     stitched: int = 1
+    label: int = 1  # the model's class label (1..K)
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -125,6 +131,7 @@ def instances_from_output(
 ) -> list[Instance]:
     """Turn one window's Mask R-CNN output into instances (masks cut to the window's valid pixels)."""
     scores = out["scores"].detach().float().cpu().numpy()
+    labels = out["labels"].detach().cpu().numpy() if "labels" in out else np.ones(len(scores), np.int64)
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
         return []
@@ -153,6 +160,7 @@ def instances_from_output(
                 window=(win.row, win.col),
                 win_rect=(win.row, win.col, win.row + win.height, win.col + win.width),
                 cut=bool(cut),
+                label=int(labels[k]),
             )
         )
     return res
@@ -209,7 +217,9 @@ def _union(group: Sequence[Instance]) -> Instance:
     for i in group:
         mask |= _crop(i, (r0, c0, r1, c1))
     best = max(group, key=lambda i: i.score)
-    return Instance(r0, c0, mask, best.score, best.window, best.win_rect, cut=False, stitched=len(group))
+    return Instance(
+        r0, c0, mask, best.score, best.window, best.win_rect, cut=False, stitched=len(group), label=best.label
+    )
 
 
 def _pairs(instances: Sequence[Instance]) -> list[tuple[int, int]]:
@@ -283,8 +293,14 @@ def merge_instances(instances: Sequence[Instance]) -> tuple[list[Instance], dict
     }
 
 
-def polygons(instances: Sequence[Instance], transform: Affine, crs: str) -> gpd.GeoDataFrame:
-    """One polygon per instance (largest 4-connected component) in the raster's CRS."""
+def polygons(
+    instances: Sequence[Instance],
+    transform: Affine,
+    crs: str,
+    classes: Sequence[tuple[int | None, str]] | None = None,
+) -> gpd.GeoDataFrame:
+    """One polygon per instance (largest 4-connected component) in the raster's CRS; with ``classes``
+    ((class value, name) per model label 1..K) also ``pred_class``, ``pred_class_name``, ``class_score``."""
     from crownsam.pseudolabel.masks import largest_component, mask_to_polygon
 
     rows = []
@@ -304,7 +320,16 @@ def polygons(instances: Sequence[Instance], transform: Affine, crs: str) -> gpd.
                 "geometry": geom,
             }
         )
+        if classes:
+            value, name = classes[inst.label - 1]
+            rows[-1] |= {
+                "pred_class": inst.label - 1 if value is None else value,
+                "pred_class_name": name,
+                "class_score": inst.score,
+            }
     cols = ["score", "area_px", "window_row_off", "window_col_off", "cut_by_window", "stitched_from"]
+    if classes:
+        cols += ["pred_class", "pred_class_name", "class_score"]
     gdf = gpd.GeoDataFrame(rows, columns=[*cols, "geometry"], geometry="geometry", crs=crs)
     gdf["area"] = gdf.geometry.area
     return gdf
@@ -358,9 +383,11 @@ def predict_ortho(
     device: torch.device | str = "cpu",
     batch_size: int = 1,
     progress: bool = False,
+    classes: Sequence[tuple[int | None, str]] | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
     """Predict crowns over ``ortho`` (or the part under ``area``, a geometry in the raster's CRS); return
-    polygons with ``score`` and a summary (windows, instances, merge counts, seconds, windows/s)."""
+    polygons with ``score`` (and, for a multi-class model's ``classes``, the class columns) and a summary
+    (windows, instances, merge counts, seconds, windows/s)."""
     from tqdm import tqdm
 
     device = torch.device(device)
@@ -406,7 +433,7 @@ def predict_ortho(
             restore()
         transform = src.transform
     merged, counts = merge_instances(instances)
-    gdf = polygons(merged, transform, crs)
+    gdf = polygons(merged, transform, crs, classes)
     n_before = len(gdf)
     if area is not None and len(gdf):
         gdf = gdf[shapely.covers(area, gdf.geometry.centroid.values)]
@@ -422,6 +449,11 @@ def predict_ortho(
         **counts,
         "outside_area": n_before - len(gdf),
         "crowns": len(gdf),
+        **(
+            {"crowns_per_class": gdf["pred_class_name"].value_counts().sort_index().to_dict()}
+            if classes
+            else {}
+        ),
         "seconds": seconds,
         "seconds_in_model": t_model,
         "windows_per_s": len(wins) / seconds if seconds > 0 else None,

@@ -22,6 +22,10 @@ Rules (also in ``components/training/README.md``):
   seed required; epochs, ``max_iters`` and patience may change).
 * **End.** The best weights (or the last, without validation) predict the test chips: COCO segm/bbox
   statistics (``test_*``) and a PNG over the test area; then the model goes to MLflow.
+* **Classes.** The model has one class per category of ``train.json`` (plus background): one, tree, or
+  one per pseudo-class of a ``--class-column`` export. AP keys without a class name are class-agnostic
+  in both cases (``crownsam.training.evaluate``), so early stopping and the best weights follow the same
+  number as a single-class run; multi-class runs also log ``val_segm_AP/<class>`` etc. per validation.
 * **Processes.** Under ``torchrun`` (``WORLD_SIZE`` > 1) training uses DistributedDataParallel (gloo on
   CPU, nccl on CUDA); rank 0 validates, saves and logs. AMP (float16 autocast + gradient scaling) on CUDA.
 """
@@ -124,6 +128,7 @@ class Prepared:
     fingerprints: dict[str, str]
     stretch: list[tuple[float, float]] | None
     counts: dict[str, int] = field(default_factory=dict)
+    categories: list[dict[str, Any]] = field(default_factory=list)  # train.json's, sorted by id
 
 
 def prepare(cfg: TrainConfig) -> Prepared:
@@ -144,6 +149,11 @@ def prepare(cfg: TrainConfig) -> Prepared:
             "the label set is empty (no annotations in any training chip); nothing to learn from. "
             "Check the labels given to `crownsam export-coco`",
         )
+    for name, data in splits.items():
+        D.check_categories(data, root / f"{name}.json")
+    categories = sorted(train["categories"], key=lambda c: int(c["id"]))
+    if "val" in splits and D.class_map(splits["val"]["categories"]) != D.class_map(categories):
+        raise InputError(root / "val.json", "has other categories than train.json; re-run the export")
     channels = D.select_channels(export.bands, cfg.bands, str(root / "export.json"))
     bands = tuple(export.bands[c] for c in channels)
     first = train["images"][0]
@@ -166,6 +176,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         fingerprints=D.fingerprint(root),
         stretch=stretch,
         counts=counts,
+        categories=categories,
     )
 
 
@@ -305,7 +316,7 @@ class _Trainer:
         self.steps_per_epoch = len(epoch_batches(len(self.train_ds), cfg.batch_size, dist, cfg.seed, 0))
         self.schedule_total = cfg.epochs * self.steps_per_epoch
         self.total = min(self.schedule_total, cfg.max_iters or self.schedule_total)
-        self.meta = {
+        self.meta: dict[str, Any] = {
             "format": MODEL_FORMAT,
             "version": cfg.model_version,
             "bands": list(prep.bands),
@@ -315,7 +326,9 @@ class _Trainer:
             "trainable_layers": cfg.trainable_layers,
             "model_kwargs": dict(cfg.model_kwargs),
             "label_source": cfg.label_source,
-            "classes": ["background", "tree"],
+            "classes": ["background", *(str(c["name"]) for c in prep.categories)],
+            "category_ids": [int(c["id"]) for c in prep.categories],
+            "class_values": [c.get("class_value") for c in prep.categories],
             "crs": prep.export.crs,
             "input": "list of float (bands, H, W) tensors in [0, 1] = stretched uint8 / 255, bands as listed",
         }
@@ -340,6 +353,7 @@ class _Trainer:
             chip=self.prep.chip,
             pretrained=bool(cfg.weights),
             trainable_layers=cfg.trainable_layers,
+            num_classes=len(self.meta["classes"]),
             **cfg.model_kwargs,
         )
         if cfg.weights and self.ckpt is None:
@@ -480,7 +494,7 @@ class _Trainer:
         if self.val_ds is None:
             return {}
         preds = predict_split(self.model, self.val_ds, self.device, amp=self.amp, progress=False)
-        stats = coco_metrics(self.val_ds.data, preds)
+        stats = coco_metrics(self.val_ds.data, preds, self.meta["category_ids"])
         return {f"val_{k}": v for k, v in stats.items()}
 
     # -- the run ------------------------------------------------------------------------------------
@@ -609,6 +623,8 @@ class _Trainer:
         }
         if cfg.model_kwargs:
             p["model_kwargs"] = json.dumps(cfg.model_kwargs, sort_keys=True)
+        if len(prep.categories) > 1:
+            p["classes"] = ",".join(self.meta["classes"][1:])
         return p
 
     def log_epoch(self, record: dict[str, Any]) -> None:
@@ -644,7 +660,8 @@ class _Trainer:
         png: Path | None = None
         if self.test_ds is not None and self.cfg.evaluate_test:
             preds = predict_split(model, self.test_ds, self.device, amp=self.amp, progress=False)
-            test = {f"test_{k}": v for k, v in coco_metrics(self.test_ds.data, preds).items()}
+            stats = coco_metrics(self.test_ds.data, preds, self.meta["category_ids"])
+            test = {f"test_{k}": v for k, v in stats.items()}
             png = plot_predictions(
                 self.test_ds,
                 preds,

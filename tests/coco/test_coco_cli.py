@@ -89,6 +89,48 @@ def test_without_manual_the_test_set_uses_labels_in_the_area(inputs, tmp_path, c
     assert {a["source_id"] for a in COCO(str(out / "test.json")).dataset["annotations"]} == {5, 6}
 
 
+def classed_labels(d: Path, classes, name: str = "classed.gpkg", **extra) -> Path:
+    path = d / name
+    gpd.GeoDataFrame(
+        {"segment_id": range(1, len(CROWNS) + 1), "pseudo_class": classes, **extra},
+        geometry=[pixel_box(*b) for b in CROWNS],
+        crs="EPSG:3067",
+    ).to_file(path)
+    return path
+
+
+def test_class_column_gives_one_category_per_class(inputs, tmp_path, capsys):
+    """Classes 0..2 -> categories class_0..class_2 (ids 1..3) on every train/val crown; the crown without a
+    class (-1) is left out; manual crowns without the column keep one category, tree."""
+    labels = classed_labels(tmp_path, [2, 0, -1, 1])
+    out = tmp_path / "coco"
+    argv = base(inputs, out, labels=labels, holdout=inputs["holdout"], manual=inputs["manual"])
+    code, _, err = run([*argv, "--class-column", "pseudo_class", "--val-fraction", "0.3"], capsys)
+    assert code == 0, err
+    s = json.loads((out / "export.json").read_text())
+    assert [c["name"] for c in s["categories"]] == ["class_0", "class_1", "class_2"]
+    assert s["labels"]["dropped_unclassed"] == 1 and "class_<c>" in s["rules"]["categories"]
+    seen = {}
+    for split in ("train", "val"):
+        d = json.loads((out / f"{split}.json").read_text())
+        assert [c["id"] for c in d["categories"]] == [1, 2, 3]
+        seen |= {a["source_id"]: a["category_id"] for a in d["annotations"]}
+    assert len(seen) >= 2 and seen.items() <= {1: 3, 2: 1, 4: 2}.items()  # crown 3 (class -1) in none
+    test = json.loads((out / "test.json").read_text())
+    assert test["categories"] == [{"id": 1, "name": "tree", "supercategory": "tree"}]
+    assert {a["category_id"] for a in test["annotations"]} == {1}
+
+
+def test_without_class_column_the_export_has_one_category(inputs, tmp_path, capsys):
+    labels = classed_labels(tmp_path, [2, 0, -1, 1])
+    out = tmp_path / "coco"
+    code, _, err = run(base(inputs, out, labels=labels), capsys)
+    assert code == 0, err
+    d = json.loads((out / "train.json").read_text())
+    assert d["categories"] == [{"id": 1, "name": "tree", "supercategory": "tree"}]
+    assert {a["category_id"] for a in d["annotations"]} == {1} and len(d["annotations"]) >= 3
+
+
 def empty_labels(inputs, d):
     return {"labels": write_segments(d / "empty.gpkg", [])}, "empty.gpkg", "empty (no features)"
 
@@ -148,7 +190,30 @@ def bad_overlap(inputs, d):
     return {"overlap": 1.0}, "overlap", "overlap must be in [0, 1)"
 
 
+def class_column_missing(inputs, d):
+    return {"class_column": "pseudo_class"}, "labels.gpkg", "no column 'pseudo_class' (--class-column)"
+
+
+def class_column_not_integer(inputs, d):
+    lab = classed_labels(d, [0, 1.5, 1, 0], name="half.gpkg")
+    return {"labels": lab, "class_column": "pseudo_class"}, "half.gpkg", "must hold integer classes"
+
+
+def class_column_text(inputs, d):
+    lab = classed_labels(d, ["a", "b", "a", "b"], name="text.gpkg")
+    return {"labels": lab, "class_column": "pseudo_class"}, "text.gpkg", "must hold integer classes"
+
+
+def no_crown_with_a_class(inputs, d):
+    lab = classed_labels(d, [-1, -1, -1, -1], name="none.gpkg")
+    return {"labels": lab, "class_column": "pseudo_class"}, "none.gpkg", "no crown has a class"
+
+
 CASES = [
+    class_column_missing,
+    class_column_not_integer,
+    class_column_text,
+    no_crown_with_a_class,
     empty_labels,
     labels_outside,
     chip_larger_than_raster,

@@ -81,6 +81,7 @@ def test_shard_merge_and_add_missed_bodies_hand_every_parameter_on(tmp_path: Pat
         tiles=artifact(tiles),
         sam2_checkpoint="",
         untrained=True,
+        find_missed=True,
         **SEGMENT,
     )
     shard = json.loads((tiles / "shard.json").read_text())
@@ -90,7 +91,9 @@ def test_shard_merge_and_add_missed_bodies_hand_every_parameter_on(tmp_path: Pat
     assert not Path(str(tiles) + ".parts").exists()
 
     merge_metrics = Recorder(str(tmp_path / "m1"))
-    merge_everything_op.python_func(parts=[artifact(tiles)], masks=artifact(masks), metrics=merge_metrics)
+    merge_everything_op.python_func(
+        parts=[artifact(tiles)], masks=artifact(masks), metrics=merge_metrics, find_missed=True
+    )
     assert sorted(p.name for p in masks.iterdir()) == ["masks.gpkg", "masks.summary.json"]
     assert merge_metrics.metadata["objects"] == len(gpd.read_file(masks / "masks.gpkg")) >= 1
 
@@ -106,6 +109,7 @@ def test_shard_merge_and_add_missed_bodies_hand_every_parameter_on(tmp_path: Pat
         completed=artifact(completed),
         metrics=metrics,
         chm_uri=str(ortho),
+        find_missed=True,
         **MISSED,
     )
     summary = json.loads((completed / "completed.summary.json").read_text())
@@ -114,6 +118,37 @@ def test_shard_merge_and_add_missed_bodies_hand_every_parameter_on(tmp_path: Pat
     assert metrics.metadata["added"] == summary["added"]
     result = gpd.read_file(completed / "completed.gpkg")
     assert (result.loc[result["label_source"] != "amg", "label_source"] == "coarse").all()
+
+
+def test_with_the_switch_off_no_model_runs_and_the_labels_pass_through(tmp_path: Path) -> None:
+    """find_missed off (the default): the shard and the merge write only a note, without reading the
+    raster or loading SAM2 (the raster here does not exist), and add-missed copies the labels unchanged."""
+    from crownsam.everything.api import SKIPPED_NOTE
+
+    tiles, masks, completed = tmp_path / "tiles", tmp_path / "masks", tmp_path / "completed"
+    missing = str(tmp_path / "no-such-ortho.tif")
+    segment_everything_op.python_func(
+        ortho_uri=missing, ortho_fingerprint="1", shard=0, shards=1, tiles=artifact(tiles), untrained=True
+    )
+    merge_everything_op.python_func(
+        parts=[artifact(tiles)], masks=artifact(masks), metrics=Recorder(str(tmp_path / "m1"))
+    )
+    for folder in (tiles, masks):
+        assert [p.name for p in folder.iterdir()] == [SKIPPED_NOTE]
+        assert json.loads((folder / SKIPPED_NOTE).read_text())["find_missed"] is False
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    write_segments(labels / "pseudolabels.gpkg", [pixel_box(0, 0, 10, 10)])
+    add_missed_op.python_func(
+        ortho_uri=missing,
+        ortho_fingerprint="1",
+        labels=artifact(labels),
+        masks=artifact(masks),
+        completed=artifact(completed),
+        metrics=Recorder(str(tmp_path / "m2")),
+    )
+    assert [p.name for p in completed.iterdir()] == ["pseudolabels.gpkg"]
+    assert (completed / "pseudolabels.gpkg").read_bytes() == (labels / "pseudolabels.gpkg").read_bytes()
 
 
 def test_the_three_components_wire_into_a_pipeline(tmp_path: Path) -> None:

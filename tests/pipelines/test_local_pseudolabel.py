@@ -1,8 +1,9 @@
 """The label half of the pipeline on KFP's local runner: real subprocess tasks, real components.
 
-fingerprints -> coarse segments -> tile -> two SAM2 shards in parallel (untrained) -> merge -> Jaccard
-evaluation. Checks the fan-out/fan-in, artifacts passed between tasks, and that the merged result equals
-what the library gives for the same plan.
+fingerprints -> coarse segments -> tile -> two SAM2 shards in parallel (untrained) -> merge -> missed
+crowns (find_missed on: two segment-everything shards -> merge -> add-missed) -> Jaccard evaluation of
+three label sets. Checks the fan-out/fan-in, artifacts passed between tasks, and that the merged result
+equals what the library gives for the same plan.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline annotations below.
@@ -16,6 +17,7 @@ from kfp import dsl, local
 from crownsam.common.component import fingerprint_op
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.flights.component import prepare_segments_op
+from crownsam.pipelines.everything import find_missed_pipeline
 from crownsam.pipelines.local import find_artifacts, kfp_local_hygiene
 from crownsam.pipelines.pseudolabel import pseudolabel_pipeline
 from crownsam.synthetic import generate_scene
@@ -32,9 +34,16 @@ def labels_half(ortho_uri: str, coarse_uri: str, manual_uri: str, test_area_uri:
         ortho_uri=ortho_uri, ortho_fingerprint=fo.output, segments=seg.outputs["segments"], shards=shards,
         untrained=True,
     )  # fmt: skip
+    # untrained SAM2 scores low: thresholds at 0 so that it gives objects for add-missed to judge
+    completed = find_missed_pipeline(
+        ortho_uri=ortho_uri, ortho_fingerprint=fo.output, labels=pseudo.output, find_missed=True,
+        shards=shards, untrained=True, amg_passes=1, amg_points_per_side=4, amg_pred_iou_start=0.0,
+        amg_pred_iou_floor=0.0, amg_stability_start=0.0, amg_stability_floor=0.0,
+    )  # fmt: skip
     evaluate_labels_op(
         manual_uri=manual_uri, manual_fingerprint="", test_area_uri=test_area_uri, ortho_uri=ortho_uri,
-        ortho_fingerprint=fo.output, coarse=seg.outputs["segments"], pseudo=pseudo.output, untrained=True,
+        ortho_fingerprint=fo.output, coarse=seg.outputs["segments"], pseudo=pseudo.output,
+        completed=completed.output, untrained=True, find_missed=True,
     )  # fmt: skip
 
 
@@ -83,3 +92,20 @@ def test_label_report_and_metrics(run) -> None:
     metrics = json.loads((run_dir / "evaluate-labels-op" / "results" / "metrics.json").read_text())
     assert metrics["n_trees"] >= 20 and 0 <= metrics["jaccard_mean/coarse"] <= 1
     assert "paired_diff_mean/pseudo-coarse" in metrics
+
+
+def test_missed_crowns_complete_the_pseudolabels_and_the_report_shows_them(run) -> None:
+    _, run_dir = run
+    shards = sorted(run_dir.rglob("segment-everything-op/tiles"))
+    assert len(shards) == 2 and all((d / "shard.json").is_file() for d in shards)
+    masks = json.loads((run_dir / "merge-everything-op" / "masks" / "masks.summary.json").read_text())
+    done_dir = run_dir / "add-missed-op" / "completed"
+    summary = json.loads((done_dir / "completed.summary.json").read_text())
+    completed = gpd.read_file(done_dir / "completed.gpkg")
+    pseudo = gpd.read_file(find_artifacts(run_dir)["pseudolabels"] / "pseudolabels.gpkg")
+    assert masks["objects"] == summary["objects"] > 0
+    assert summary["added"] + sum(summary["dropped"].values()) == summary["objects"]
+    assert len(completed) == len(pseudo) + summary["added"]
+    assert (completed["label_source"] == "amg").sum() == summary["added"]
+    metrics = json.loads((run_dir / "evaluate-labels-op" / "results" / "metrics.json").read_text())
+    assert "jaccard_mean/completed" in metrics and "paired_diff_mean/completed-pseudo" in metrics

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
+from crownsam.classes.component import pseudo_classes_op
+from crownsam.classes.params import ClassesParams, PipelineClasses
 from crownsam.coco.component import export_coco_op
 from crownsam.coco.params import ExportParams
 from crownsam.common.component import fingerprint_op
@@ -29,11 +31,17 @@ from crownsam.comparison.component import compare_op
 from crownsam.comparison.registry import REGISTERED_MODEL
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.evaluation.params import EvaluateParams
-from crownsam.everything.component import add_missed_op, merge_everything_op, segment_everything_op
-from crownsam.everything.params import AddMissedParams, EverythingParams
+from crownsam.everything.component import (
+    add_missed_op,
+    everything_shards_op,
+    merge_everything_op,
+    segment_everything_op,
+)
+from crownsam.everything.params import AddMissedParams, EverythingParams, PipelineFindMissed
 from crownsam.flights.component import prepare_segments_op
 from crownsam.flights.settings import RetrainSettings
 from crownsam.pipelines.crownsam_pipeline import crownsam_pipeline
+from crownsam.pipelines.everything import find_missed_pipeline
 from crownsam.pipelines.pseudolabel import pseudolabel_pipeline
 from crownsam.pipelines.retrain import CLUSTER_TRACKING_URI, retrain_op, retraining_pipeline, scan_flights_op
 from crownsam.pseudolabel.component import merge_labels_op, pseudolabel_op
@@ -76,8 +84,11 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     PseudolabelParams,
     ExportParams,
     EvaluateParams,
+    ClassesParams,
+    PipelineClasses,
     EverythingParams,
     AddMissedParams,
+    PipelineFindMissed,
     RefineParams,
 )
 
@@ -105,6 +116,7 @@ def scalar_defaults(func: Callable) -> dict[str, Any]:
 
 
 COMPONENTS = [
+    everything_shards_op,
     segment_everything_op,
     merge_everything_op,
     add_missed_op,
@@ -113,6 +125,7 @@ COMPONENTS = [
     tile_op,
     pseudolabel_op,
     merge_labels_op,
+    pseudo_classes_op,
     evaluate_labels_op,
     export_coco_op,
     train_op,
@@ -135,7 +148,7 @@ def test_component_defaults_are_the_dataclass_defaults(op) -> None:
 
 @pytest.mark.parametrize(
     "pipeline",
-    [crownsam_pipeline, pseudolabel_pipeline, retraining_pipeline],
+    [crownsam_pipeline, pseudolabel_pipeline, find_missed_pipeline, retraining_pipeline],
     ids=lambda p: p.name,
 )
 def test_pipeline_defaults_are_the_dataclass_defaults(pipeline) -> None:
@@ -187,8 +200,9 @@ ARRIVALS = [
     Arrival(
         segment_everything_op,
         ("crownsam.everything.api", "segment_everything_shard_artifact"),
-        lambda b: (b.arguments["sam2"], b.arguments["params"]),
+        lambda b: (b.arguments["sam2"], b.arguments["params"], b.arguments["switch"]),
         {
+            "find_missed": True,
             "sam2_model": "sam2.1_hiera_s",
             "sam2_checkpoint": "gs://b/w.pt",
             "untrained": False,
@@ -215,13 +229,29 @@ ARRIVALS = [
             EverythingParams.from_pipeline(
                 **{k: x for k, x in v.items() if k.startswith("amg_") or k == "rgb_bands"}
             ),
+            PipelineFindMissed(find_missed=True),
         ),
+    ),
+    Arrival(
+        everything_shards_op,
+        ("crownsam.everything.api", "shard_numbers"),
+        lambda b: (b.arguments["shards"], b.arguments["switch"]),
+        {"shards": 3, "find_missed": True},
+        lambda v: (3, PipelineFindMissed(find_missed=True)),
+    ),
+    Arrival(
+        merge_everything_op,
+        ("crownsam.everything.api", "merge_everything_artifacts"),
+        lambda b: b.arguments["switch"],
+        {"parts": [], "find_missed": True},
+        lambda v: PipelineFindMissed(find_missed=True),
     ),
     Arrival(
         add_missed_op,
         ("crownsam.everything.add_missed", "add_missed_artifact"),
-        lambda b: b.arguments["params"],
+        lambda b: (b.arguments["params"], b.arguments["switch"]),
         {
+            "find_missed": True,
             "missed_max_overlap": 0.5,
             "missed_min_area": 0.5,
             "missed_max_area": 90.0,
@@ -232,7 +262,10 @@ ARRIVALS = [
             "nir_band": 5,
             "missed_existing_source": "coarse",
         },
-        lambda v: AddMissedParams.from_pipeline(**v),
+        lambda v: (
+            AddMissedParams.from_pipeline(**{k: x for k, x in v.items() if k != "find_missed"}),
+            PipelineFindMissed(find_missed=True),
+        ),
     ),
     Arrival(
         tile_op,
@@ -272,6 +305,34 @@ ARRIVALS = [
         ),
     ),
     Arrival(
+        pseudo_classes_op,
+        ("crownsam.classes.api", "pseudo_classes_artifact"),
+        lambda b: (
+            b.arguments["switch"],
+            b.arguments["params"],
+            b.arguments["sam2"],
+        ),
+        {
+            "pseudo_classes": "4",
+            "k_range": "3..5",
+            "features": "both",
+            "band_names": "blue,green,red,nir,-,thermal",
+            "indices": "ndvi,gcc",
+            "percentiles": "25.0,75.0",
+            "texture_px": 7,
+            "min_pixels": 9,
+            "sam2_model": "sam2.1_hiera_s",
+            "sam2_checkpoint": "",
+            "untrained": True,
+            "rgb_bands": "1,2,3",
+        },
+        lambda v: (
+            PipelineClasses.from_pipeline(pseudo_classes=v["pseudo_classes"]),
+            ClassesParams.from_pipeline(**{k: v[k] for k in v if k in ClassesParams.pipeline_defaults()}),
+            Sam2Params.from_pipeline(**{k: v[k] for k in ("sam2_model", "sam2_checkpoint", "untrained")}),
+        ),
+    ),
+    Arrival(
         export_coco_op,
         ("crownsam.coco.export", "export_coco"),
         lambda b: b.arguments["params"],
@@ -282,15 +343,18 @@ ARRIVALS = [
             "val_fraction": 0.3,
             "holdout_buffer_m": 2.5,
             "val_block": 2,
+            "pseudo_classes": "auto",
         },
-        lambda v: ExportParams.from_pipeline(**v),
+        lambda v: ExportParams.from_pipeline(
+            **{k: x for k, x in v.items() if k != "pseudo_classes"}, class_column="pseudo_class"
+        ),
     ),
     Arrival(
         evaluate_labels_op,
         ("crownsam.evaluation.api", "evaluate_files"),
-        lambda b: b.arguments["params"],
-        {"rgb_bands": "4,3,2"},
-        lambda v: EvaluateParams.from_pipeline(**v),
+        lambda b: (b.arguments["params"], sorted(b.arguments["labels"])),
+        {"rgb_bands": "4,3,2", "find_missed": True},
+        lambda v: (EvaluateParams.from_pipeline(rgb_bands="4,3,2"), ["coarse", "completed", "pseudo"]),
     ),
     Arrival(
         train_op,

@@ -102,10 +102,13 @@ def make_export(
     bands: tuple[int, ...] | None = None,
     seed: int = 0,
     empty_train_labels: bool = False,
+    classes: int = 0,
 ) -> Synth:
     """Write ``base/ortho.tif``, ``base/truth.gpkg``, ``base/area.gpkg``, ``base/manual.gpkg`` and the COCO
     export ``base/coco``. ``grid = (chip rows, chip columns)``; ``bands`` are the exported orthophoto
-    bands (default 1..count; PNG for 3 bands, TIFF otherwise)."""
+    bands (default 1..count; PNG for 3 bands, TIFF otherwise). ``classes`` > 1: categories
+    ``class_0..`` as ``export-coco --class-column`` writes them, crown k in class k mod ``classes`` (every
+    split, the test split too, as when the test crowns carry the class column)."""
     from pycocotools import mask as mask_util
 
     from crownsam.common.raster import apply_stretch, compute_stretch
@@ -122,12 +125,16 @@ def make_export(
     with rasterio.open(ortho) as src:
         data = src.read(list(bands))
     root = base / "coco"
+    cats = (
+        [
+            {"id": c + 1, "name": f"class_{c}", "supercategory": "tree", "class_value": c}
+            for c in range(classes)
+        ]
+        if classes > 1
+        else [{"id": 1, "name": "tree", "supercategory": "tree"}]
+    )
     splits: dict[str, dict] = {
-        s: {
-            "images": [],
-            "annotations": [],
-            "categories": [{"id": 1, "name": "tree", "supercategory": "tree"}],
-        }
+        s: {"images": [], "annotations": [], "categories": [dict(c) for c in cats]}
         for s in ("train", "val", "test")
     }
     ext = "png" if len(bands) == 3 else "tif"
@@ -176,7 +183,7 @@ def make_export(
                     {
                         "id": ann_id,
                         "image_id": image_id,
-                        "category_id": 1,
+                        "category_id": k % classes + 1 if classes > 1 else 1,
                         "segmentation": rle,
                         "area": int(m.sum()),
                         "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs) + 1), int(np.ptp(ys) + 1)],
