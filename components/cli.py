@@ -56,6 +56,11 @@ def setup_logging(verbose: bool) -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("crownsam: %(levelname)s: %(message)s"))
         log.addHandler(handler)
+    root = logging.getLogger()
+    if not root.handlers:
+        # SAM2 logs through the module-level ``logging.info``, whose implicit ``basicConfig`` would give
+        # the root logger a stderr handler and print every crownsam line a second time
+        root.addHandler(logging.NullHandler())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -220,15 +221,31 @@ class Params:
     # -- construction ------------------------------------------------------------------------------------
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, prefix: str = "", **fixed: Any) -> Self:
-        """Build from parsed options added by :func:`add_options` (``prefix`` as given there); options not
-        given keep the dataclass default; ``fixed`` overrides."""
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        prefix: str = "",
+        flags: Mapping[str, str] | None = None,
+        **fixed: Any,
+    ) -> Self:
+        """Build from parsed options added by :func:`add_options` (``prefix`` and ``flags`` as given there,
+        so that a bad value is named by the option the user typed); options not given keep the dataclass
+        default; ``fixed`` overrides."""
         values = {}
         for f in cls.fields():
             dest = prefix + f.name
             if hasattr(args, dest):
                 values[f.name] = getattr(args, dest)
-        return cls(**(values | fixed))
+        try:
+            return cls(**(values | fixed))
+        except CrownsamError as exc:
+            problem = exc.problem
+            for f in cls.fields():
+                if flags and f.name in flags and f.flag:
+                    problem = re.sub(rf"(?<![\w-]){re.escape(f.flag)}(?![\w-])", flags[f.name], problem)
+            if problem == exc.problem:
+                raise
+            raise CrownsamError(exc.source, problem) from None
 
     @classmethod
     def given(cls, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:

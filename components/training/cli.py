@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from crownsam.common.cli_util import bands_arg
+from crownsam.common.errors import CrownsamError
 from crownsam.common.params import add_options
 from crownsam.pseudolabel.params import Sam2Params
 from crownsam.refine.params import METHODS, RefineParams
@@ -102,14 +103,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# evaluate-model's names for the refine and SAM2 options (its own --model and --device are Mask R-CNN's)
+REFINE_FLAGS = {"t1": "--refine-t1", "t2": "--refine-t2"}
+SAM2_FLAGS = {"model": "--sam2-model", "checkpoint": "--sam2-checkpoint", "untrained": "--sam2-untrained"}
+
+
 def refine_setup(args: argparse.Namespace) -> RefineSetup | None:
     """``--refine`` and its options (SAM2 as ``--sam2-*``, on the inference ``--device``), or None."""
     from crownsam.refine.api import RefineSetup
 
-    params = RefineParams.from_args(args)
+    params = RefineParams.from_args(args, flags=REFINE_FLAGS)
     if params.method == "none":
         return None
-    sam2 = Sam2Params.from_args(args, prefix="sam2_", device=InferenceParams.from_args(args).device)
+    sam2 = Sam2Params.from_args(
+        args, prefix="sam2_", flags=SAM2_FLAGS, device=InferenceParams.from_args(args).device
+    )
+    if not sam2.checkpoint and not sam2.untrained:
+        raise CrownsamError(
+            None,
+            f"--refine {params.method} runs SAM2: pass --sam2-checkpoint URI (path, gs://, https://) or "
+            "--sam2-untrained",
+        )
     return RefineSetup(params=params, sam2=sam2, cache_dir=args.cache_dir, progress=not args.no_progress)
 
 
@@ -125,14 +139,14 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help=f"{method.spec.help} (default none)",
     )
-    add_options(g, RefineParams, only=("t1", "t2"), flags={"t1": "--refine-t1", "t2": "--refine-t2"})
-    add_options(g, Sam2Params, only=("model",), prefix="sam2_", flags={"model": "--sam2-model"})
+    add_options(g, RefineParams, only=("t1", "t2"), flags=REFINE_FLAGS)
+    add_options(g, Sam2Params, only=("model",), prefix="sam2_", flags=SAM2_FLAGS)
     add_options(
         g.add_mutually_exclusive_group(),
         Sam2Params,
         only=("checkpoint", "untrained"),
         prefix="sam2_",
-        flags={"checkpoint": "--sam2-checkpoint", "untrained": "--sam2-untrained"},
+        flags=SAM2_FLAGS,
     )
 
 

@@ -92,3 +92,15 @@ def test_pipeline_scalars_round_trip() -> None:
         Demo.from_pipeline(nope=1)
     with pytest.raises(CrownsamError, match="--share must be in"):
         Demo.from_pipeline(demo_share=2.0)
+
+
+def test_renamed_options_are_named_as_typed_in_errors() -> None:
+    """An option renamed with ``flags`` (as evaluate-model's ``--refine-t1``) is named by that flag when its
+    value is refused; without the rename the field's own flag is named."""
+    p = OneLineParser(prog="crownsam demo")
+    add_options(p, Demo, prefix="x_", flags={"chip": "--demo-chip"})
+    args = p.parse_args(["--demo-chip", "8"])
+    with pytest.raises(CrownsamError, match=r"^--demo-chip must be"):
+        Demo.from_args(args, prefix="x_", flags={"chip": "--demo-chip"})
+    with pytest.raises(CrownsamError, match=r"^--chip must be"):
+        Demo.from_args(args, prefix="x_")

@@ -226,7 +226,7 @@ def test_evaluate_model_refine_bad_input(capsys, tmp_path, trained):
     assert code == 2 and "--refine refines the crowns predicted over --ortho" in one_error_line(err)
     with_manual = [*base, "--manual", str(s.manual), "--ortho", str(s.ortho)]
     code, _, err = run_cli(capsys, *with_manual, "--refine", "box")
-    assert code == 2 and "no SAM2 checkpoint" in one_error_line(err)
+    assert code == 2 and "pass --sam2-checkpoint URI" in one_error_line(err)
     code, _, err = run_cli(capsys, *with_manual, "--refine", "sessrs", "--refine-t1", "2")
-    assert code == 2 and "must be in [0, 1], got 2" in one_error_line(err)
+    assert code == 2 and "--refine-t1 must be in [0, 1], got 2" in one_error_line(err)
     assert not (tmp_path / "e").exists()
