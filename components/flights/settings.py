@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -140,8 +141,14 @@ class RetrainSettings(Params):
     # -- command line ---------------------------------------------------------------------------------
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, prefix: str = "", **fixed: Any) -> Self:
-        base = super().from_args(args, prefix)
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        prefix: str = "",
+        flags: Mapping[str, str] | None = None,
+        **fixed: Any,
+    ) -> Self:
+        base = super().from_args(args, prefix, flags)
         train = dataclasses.replace(
             _train_default(),
             **{k: v for k, v in TrainConfig.given(args, prefix).items() if k in TRAIN_FIELDS},

@@ -59,10 +59,17 @@ class Overlaps:
     inter: np.ndarray  # (m,) |S_j ∩ P_crown_of(j)|
 
 
-def overlaps(crowns: Sequence[shapely.Geometry], objects: Sequence[shapely.Geometry]) -> Overlaps:
+Geometries = Sequence[shapely.Geometry] | np.ndarray
+
+
+def as_geometries(geoms: Geometries) -> np.ndarray:
+    """An object array of geometries."""
+    return np.asarray(geoms, dtype=object)
+
+
+def overlaps(crowns: Geometries, objects: Geometries) -> Overlaps:
     """Overlap areas of crowns (in priority order) and objects, in one CRS (vector areas)."""
-    crowns = np.asarray(crowns, dtype=object)
-    objects = np.asarray(objects, dtype=object)
+    crowns, objects = as_geometries(crowns), as_geometries(objects)
     n, m = len(crowns), len(objects)
     out = Overlaps(
         crown_area=shapely.area(crowns).astype(float) if n else np.zeros(0),
@@ -116,8 +123,8 @@ class Decision:
 
 def decide(
     ov: Overlaps,
-    crowns: Sequence[shapely.Geometry],
-    objects: Sequence[shapely.Geometry],
+    crowns: Geometries,
+    objects: Geometries,
     t1: float,
     t2: float,
     max_objects: int,
@@ -175,8 +182,8 @@ class Exclusive:
 
 
 def make_exclusive(
-    claims: Sequence[shapely.Geometry],
-    predictions: Sequence[shapely.Geometry],
+    claims: Geometries,
+    predictions: Geometries,
     refined: np.ndarray,
     transform: Affine,
     width: int,
@@ -248,8 +255,8 @@ class SessrsResult:
 
 
 def sessrs(
-    crowns: Sequence[shapely.Geometry],
-    objects: Sequence[shapely.Geometry],
+    crowns: Geometries,
+    objects: Geometries,
     t1: float,
     t2: float,
     max_objects: int,
@@ -262,8 +269,7 @@ def sessrs(
 ) -> SessrsResult:
     """The whole rule (module docstring) on crowns in priority order and objects, both in the raster's
     CRS. ``ov`` and ``cache`` let a grid search reuse the overlaps."""
-    crowns = np.asarray(crowns, dtype=object)
-    objects = np.asarray(objects, dtype=object)
+    crowns, objects = as_geometries(crowns), as_geometries(objects)
     ov = ov if ov is not None else overlaps(crowns, objects)
     d = decide(ov, crowns, objects, t1, t2, max_objects, cache)
     replaced = d.replaced
