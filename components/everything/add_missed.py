@@ -141,6 +141,7 @@ def judge_one(
     fig["compactness"] = round(compactness(g), 4)
     if fig["compactness"] < params.min_compactness:
         return "not_compact", fig
+    assert params.red_band is not None and params.nir_band is not None  # checked by judge
     ndvi = mean_ndvi(ortho, g, params.red_band, params.nir_band)
     if ndvi is None:
         return "no_data", fig
@@ -163,7 +164,10 @@ def judge(
     chm: rasterio.io.DatasetReader | None,
     params: AddMissedParams,
 ) -> Decision:
-    """Apply the rules of the module docstring to every object (masks and labels in the ortho's CRS)."""
+    """Apply the rules of the module docstring to every object (masks and labels in the ortho's CRS; the
+    NDVI bands in ``params`` resolved, see ``vegetation.ndvi_bands``)."""
+    if params.red_band is None or params.nir_band is None:
+        raise ValueError("judge needs the red and NIR band numbers (resolve them with ndvi_bands)")
     geoms = masks.geometry.values
     lg = labels.geometry.values
     lg = lg[~(shapely.is_missing(lg) | shapely.is_empty(lg))]
@@ -297,6 +301,7 @@ def add_missed_files(
     from crownsam.common.atomic import atomic_paths
     from crownsam.common.raster import raster_info
     from crownsam.common.vector import read_polygons
+    from crownsam.pseudolabel.vegetation import ndvi_bands
 
     params = params or AddMissedParams()
     if not str(out).lower().endswith(".gpkg"):
@@ -304,9 +309,8 @@ def add_missed_files(
     ortho_local = str(storage.fetch(ortho, cache_dir, what="raster"))
     info = raster_info(ortho_local)
     check_projected(info.crs or "", ortho)
-    for b in (params.red_band, params.nir_band):
-        if b > info.count:
-            raise InputError(ortho, f"band {b} out of range: the raster has bands 1..{info.count}")
+    red, nir = ndvi_bands(info, params.red_band, params.nir_band)
+    params = params.replace(red_band=red, nir_band=nir)
     chm_local = str(storage.fetch(chm, cache_dir, what="CHM")) if chm else None
     if chm_local:
         raster_info(chm_local)  # readable, with a CRS

@@ -99,8 +99,8 @@ def add_missed_op(
     missed_min_compactness: float = 0.3,
     missed_min_ndvi: float = 0.6,
     missed_min_height: float = 2.0,
-    missed_red_band: int = 3,
-    missed_nir_band: int = 4,
+    red_band: int = 0,
+    nir_band: int = 0,
     missed_existing_source: str = "pseudo",
 ):
     """Labels plus the missed crowns (``label_source=amg``): a folder with completed.gpkg + summary.
@@ -115,8 +115,8 @@ def add_missed_op(
         missed_min_compactness=missed_min_compactness,
         missed_min_ndvi=missed_min_ndvi,
         missed_min_height=missed_min_height,
-        missed_red_band=missed_red_band,
-        missed_nir_band=missed_nir_band,
+        red_band=red_band,
+        nir_band=nir_band,
         missed_existing_source=missed_existing_source,
     )
     result = add_missed_artifact(labels.path, masks.path, ortho_uri, chm_uri, completed.path, params)

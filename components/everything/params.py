@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from crownsam.common.errors import CrownsamError
 from crownsam.common.params import Params, param
-from crownsam.pseudolabel.params import rgb_bands_param
+from crownsam.pseudolabel.params import nir_band_param, red_band_param, rgb_bands_param
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,8 @@ class AddMissedParams(Params):
         ge=0.0,
         pipeline="missed_min_height",
     )
-    red_band: int = param(3, "1-based red band of the orthophoto (NDVI)", ge=1, pipeline="missed_red_band")
-    nir_band: int = param(
-        4, "1-based near-infrared band of the orthophoto (NDVI)", ge=1, pipeline="missed_nir_band"
-    )
+    red_band: int | None = red_band_param()
+    nir_band: int | None = nir_band_param()
     existing_source: str = param(
         "pseudo",
         "label_source of the existing labels when their file has no such column",
@@ -140,8 +138,8 @@ class AddMissedParams(Params):
             raise CrownsamError(
                 None, f"--max-area: must exceed --min-area {self.min_area:g}, got {self.max_area:g}"
             )
-        if self.red_band == self.nir_band:
-            raise CrownsamError(None, "--nir-band: must differ from --red-band")
+        if self.red_band is not None and self.red_band == self.nir_band:
+            raise CrownsamError(None, f"--red-band and --nir-band are both {self.red_band}")
         if not self.existing_source or self.existing_source == AMG_SOURCE:
             raise CrownsamError(None, f"--existing-source: must be non-empty and not {AMG_SOURCE!r}")
 

@@ -36,6 +36,20 @@ def rgb_bands_param(**spec: Any) -> Any:
     return param(DEFAULT_RGB_BANDS, "1-based R,G,B bands SAM2 sees", parse=bands_arg, metavar="R,G,B", **spec)
 
 
+def red_band_param() -> Any:
+    """The one definition of the orthophoto's red band for NDVI (pipeline name ``red_band``)."""
+    return param(
+        None, "1-based red band for NDVI (default: the band described as red)", ge=1, unset=0, metavar="N"
+    )
+
+
+def nir_band_param() -> Any:
+    """The one definition of the orthophoto's near-infrared band for NDVI (pipeline name ``nir_band``)."""
+    return param(
+        None, "1-based NIR band for NDVI (default: the band described as NIR)", ge=1, unset=0, metavar="N"
+    )
+
+
 @dataclass(frozen=True)
 class Sam2Params(Params):
     """Which SAM2 runs, with which weights, where. Weights come from ``checkpoint``, or, only when asked
@@ -95,12 +109,8 @@ class PseudolabelParams(Params):
         unset=-1.0,
         metavar="X",
     )
-    red_band: int | None = param(
-        None, "1-based red band for NDVI (default: the band described as red)", ge=1, unset=0, metavar="N"
-    )
-    nir_band: int | None = param(
-        None, "1-based NIR band for NDVI (default: the band described as NIR)", ge=1, unset=0, metavar="N"
-    )
+    red_band: int | None = red_band_param()
+    nir_band: int | None = nir_band_param()
     prompt: str = param(
         "box", "what prompts SAM2: the segment's box, its treetop point, or both", choices=PROMPTS
     )

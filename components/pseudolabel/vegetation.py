@@ -40,7 +40,7 @@ def find_band(info: RasterInfo, given: int | None, names: frozenset[str], flag: 
     if not hits:
         raise InputError(
             info.path,
-            f"--min-ndvi needs a {what} band, and no band is described as {what} (band descriptions: "
+            f"NDVI needs a {what} band, and no band is described as {what} (band descriptions: "
             f"{described}); pass {flag} N",
         )
     raise InputError(info.path, f"bands {hits} are all described as {what}; pass {flag} N")

@@ -44,7 +44,9 @@ def seg(*extra: str, ortho: str = "{d}/ortho.tif") -> list[str]:
 
 
 def add(*extra: str, labels: str = "{d}/labels.gpkg", masks: str = "{d}/masks.gpkg", ortho="{d}/ortho.tif"):
-    return ["add-missed", "--labels", labels, "--masks", masks, "--ortho", ortho, *extra]
+    """add-missed on the test rasters (no band descriptions: the NDVI bands are given, later ones win)."""
+    bands = ["--red-band", "3", "--nir-band", "4"]
+    return ["add-missed", "--labels", labels, "--masks", masks, "--ortho", ortho, *bands, *extra]
 
 
 def two_band(d: Path) -> None:
@@ -121,7 +123,20 @@ CASES: dict[str, Case] = {
         add(ortho="{d}/wgs84.tif"), "CRS is geographic", "{d}/wgs84.tif", build=geographic
     ),
     "add-nir-range": Case(add("--nir-band", "9"), "band 9 out of range", "{d}/ortho.tif"),
-    "add-same-bands": Case(add("--nir-band", "3"), "--nir-band: must differ from --red-band"),
+    "add-same-bands": Case(add("--nir-band", "3"), "--red-band and --nir-band are both 3"),
+    "add-no-band-names": Case(
+        [
+            "add-missed",
+            "--labels",
+            "{d}/labels.gpkg",
+            "--masks",
+            "{d}/masks.gpkg",
+            "--ortho",
+            "{d}/ortho.tif",
+        ],
+        "no band is described as red",
+        "{d}/ortho.tif",
+    ),
     "add-area": Case(add("--max-area", "0.5"), "--max-area: must exceed --min-area"),
     "add-missing-chm": Case(add("--chm", "{d}/nope.tif"), "CHM not found", "{d}/nope.tif"),
     "add-chm-no-crs": Case(add("--chm", "{d}/nocrs.tif"), "raster has no CRS", "{d}/nocrs.tif", build=no_crs),

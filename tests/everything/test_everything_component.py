@@ -64,8 +64,8 @@ MISSED = {
     "missed_min_compactness": 0.1,
     "missed_min_ndvi": -1.0,
     "missed_min_height": 0.5,
-    "missed_red_band": 2,
-    "missed_nir_band": 5,
+    "red_band": 2,
+    "nir_band": 5,
     "missed_existing_source": "coarse",
 }
 
