@@ -25,6 +25,7 @@ from crownsam.coco.component import export_coco_op
 from crownsam.coco.params import ExportParams
 from crownsam.common.component import fingerprint_op
 from crownsam.common.params import Params
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.comparison.component import compare_op
 from crownsam.comparison.registry import REGISTERED_MODEL
 from crownsam.evaluation.component import evaluate_labels_op
@@ -77,6 +78,7 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     EvaluateParams,
     EverythingParams,
     AddMissedParams,
+    WindowLoopParams,
 )
 
 
@@ -245,6 +247,13 @@ ARRIVALS = [
         lambda b: b.arguments["sam2"],
         {"sam2_model": "sam2.1_hiera_s", "sam2_checkpoint": "gs://b/w.pt", "untrained": False},
         lambda v: Sam2Params.from_pipeline(**v),
+    ),
+    Arrival(
+        pseudolabel_op,
+        ("crownsam.pseudolabel.api", "pseudolabel_shard_artifact"),
+        lambda b: b.arguments["loop"],
+        {"workers": 3, "window_batch": 4},
+        lambda v: WindowLoopParams.from_pipeline(**v),
     ),
     Arrival(
         pseudolabel_op,

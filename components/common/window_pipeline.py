@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from crownsam.common.params import Params, param
+
 T = TypeVar("T")  # an item (a window of a plan)
 A = TypeVar("A")  # a prepared item
 B = TypeVar("B")  # the model's output for one item
@@ -48,6 +50,35 @@ R = TypeVar("R")  # a finished item
 
 # modules that the forkserver imports once, so that each worker it forks starts ready
 _PRELOAD: set[str] = set()
+
+
+@dataclass(frozen=True)
+class WindowLoopParams(Params):
+    """How a step's window loop uses the host while the model works (the results never depend on it).
+
+    ``workers``: processes that post-process and vectorise windows beside the model; unset (the
+    default): the task's CPUs (:func:`task_cpus`); ``0``: the plain sequential loop (read, model,
+    post-process one window after another in one thread, nothing in the background); ``1``: the
+    pipeline with one worker process (windows read ahead in a thread, post-processed in one process).
+    ``window_batch``: windows per image-encoder call (SAM2's batch API; worth it on a GPU).
+    """
+
+    workers: int | None = param(
+        None,
+        "processes that post-process windows beside the model (default: the task's CPUs; 0: the plain "
+        "sequential loop, nothing in the background)",
+        ge=0,
+        unset=-1,
+        metavar="N",
+    )
+    window_batch: int = param(
+        1, "windows per image-encoder call (SAM2's batch API; for GPUs)", ge=1, metavar="N"
+    )
+
+    def settings(self) -> PipelineSettings:
+        """The :class:`PipelineSettings` these parameters stand for (``workers`` unset: :func:`task_cpus`)."""
+        workers = task_cpus() if self.workers is None else self.workers
+        return PipelineSettings(workers=workers, batch=self.window_batch)
 
 
 @dataclass(frozen=True)
