@@ -40,12 +40,15 @@ def segment_everything_op(
     amg_points_per_batch: int = 64,
     amg_box_nms_thresh: float = 0.7,
     rgb_bands: str = "3,2,1",
+    workers: int = -1,
 ):
     """Shard ``shard`` of ``shards``: a folder of finished tiles (``tiles/*.json`` + ``shard.json``).
-    Parameters: ``EverythingParams`` and ``Sam2Params``.
+    Parameters: ``EverythingParams``, ``Sam2Params`` and ``WindowLoopParams.workers`` (-1: the task's
+    CPUs).
 
     Finished tiles are kept beside the output (``<tiles>.parts``) so a retried task resumes.
     """
+    from crownsam.common.window_pipeline import WindowLoopParams
     from crownsam.everything.api import segment_everything_shard_artifact
     from crownsam.everything.params import EverythingParams
     from crownsam.pseudolabel.params import Sam2Params
@@ -72,7 +75,8 @@ def segment_everything_op(
         amg_box_nms_thresh=amg_box_nms_thresh,
         rgb_bands=rgb_bands,
     )
-    segment_everything_shard_artifact(ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params)
+    loop = WindowLoopParams.from_pipeline(workers=workers)
+    segment_everything_shard_artifact(ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params, loop)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -218,6 +218,13 @@ ARRIVALS = [
         ),
     ),
     Arrival(
+        segment_everything_op,
+        ("crownsam.everything.api", "segment_everything_shard_artifact"),
+        lambda b: b.arguments["loop"],
+        {"workers": 3},
+        lambda v: WindowLoopParams.from_pipeline(**v),
+    ),
+    Arrival(
         add_missed_op,
         ("crownsam.everything.add_missed", "add_missed_artifact"),
         lambda b: b.arguments["params"],
