@@ -23,7 +23,9 @@ replaced by :class:`SimulatedModel`, which holds for E ms per image embedding an
 each E,D it runs the default pseudolabel settings over the demo scene and over a ``--mosaic`` x
 ``--mosaic`` mosaic of it, with the old sequential loop (``--workers 0``) and the window pipeline
 (``--workers`` of the task's CPUs), one right after the other, and prints the model-busy share (time the
-stand-in holds / wall time), windows/s, whether both loops gave identical labels, and peak RSS.
+stand-in holds / wall time), windows/s, the CPU time of the model's thread per window (its own host
+work: what caps the busy share however many cores the other stages get), whether both loops gave
+identical labels, and peak RSS.
 """
 
 from __future__ import annotations
@@ -200,18 +202,21 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
             for mode, loop in (("sequential", WindowLoopParams(workers=0)), ("pipeline", None)):
                 loop = loop or WindowLoopParams(workers=workers, window_batch=1)
                 model = SimulatedModel(embed_ms, batch_ms)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 run = pseudolabel_plan(plan, segments, model, params=params, progress=False, loop=loop)
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
                 row[f"{mode}_busy_share"] = round(model.busy_seconds / wall, 3)
                 row[f"{mode}_windows_per_s"] = round(len(plan.windows) / wall, 2)
+                # CPU time of the model's thread per window: its own host work, load-independent
+                row[f"{mode}_model_thread_cpu_ms_per_window"] = round(1000 * cpu / len(plan.windows), 1)
                 labels.append(run.labels)
             same = len(labels[0]) == len(labels[1]) and all(
                 g.equals_exact(h, 0) for g, h in zip(labels[0].geometry, labels[1].geometry, strict=True)
             )
             row["identical_labels"] = bool(same and labels[0]["segment_id"].equals(labels[1]["segment_id"]))
             row["peak_rss_mib"] = round(peak_rss_mib(), 1)
-            row["peak_rss_workers_mib"] = round(
+            # the largest finished child: the scene generator, or a worker process of an earlier run
+            row["peak_rss_largest_child_mib"] = round(
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
             )
             rows.append(row)

@@ -5,8 +5,9 @@ stretch it, compute its prompts), **model** (the accelerator's work, which must 
 order, because the model holds state such as an image embedding) and **finish** (post-process the model's
 output: masks to polygons, bookkeeping). :func:`run_pipeline` runs them so that they overlap:
 
-* ``prepare`` runs in ``readers`` background threads, at most ``ahead`` items ahead of the model
-  (raster reads and decompression release the GIL);
+* ``prepare`` runs in ``readers`` background threads (crownsam uses one: a raster dataset must not be
+  shared between threads), at most ``batch + ahead`` items ahead of the model (raster reads and
+  decompression release the GIL);
 * ``model`` runs in the caller's thread on batches of up to ``batch`` prepared items, in input order;
 * ``finish`` runs in ``workers`` worker processes (CPU-bound Python code holds the GIL, so threads would
   not run it in parallel; ``processes=False`` uses threads) on at most ``2 x workers`` items at a time:
@@ -21,12 +22,16 @@ inputs); it only changes when things happen.
 **Errors.** An exception raised by a stage is raised again in the caller's thread, unchanged (same type,
 same message; from a worker process with the worker's traceback as its cause), for the first item in
 input order that failed, and before any later item's result is returned, as the sequential loop would
-raise it. Pending work is cancelled and the pools are shut down. Exceptions from worker processes must
+raise it (a prepare or model error with ``batch > 1``: after the results of the batches before the
+failing item's batch).
+Pending work is cancelled and the pools are shut down. Exceptions from worker processes must
 pickle (``crownsam.common.errors.CrownsamError`` does).
 
 Functions given to worker processes must be picklable (module-level functions, or ``functools.partial``
 of them with picklable arguments). Worker processes are started with the ``forkserver`` method: never a
-``fork`` of a process that holds model threads or a CUDA context.
+``fork`` of a process that holds model threads or a CUDA context. As with any such start method, a
+script that runs a pipeline must keep its work under ``if __name__ == "__main__":`` (the workers import
+the main module; the ``crownsam`` command and KFP's executor do).
 """
 
 from __future__ import annotations

@@ -116,8 +116,8 @@ def support(lo: int, hi: int, in_size: int, out_size: int) -> tuple[int, int]:
     """Input index range ``[first, last)`` that output rows ``lo..hi-1`` of the bilinear resize read."""
     if hi <= lo:
         return 0, 0
-    _, first, last = _interp_matrix(lo, hi, in_size, out_size)
-    return first, last
+    i0, i1, _ = _taps(lo, hi, in_size, out_size)  # both non-decreasing in the output row
+    return int(i0[0]), int(i1[-1]) + 1
 
 
 @dataclass(frozen=True)
