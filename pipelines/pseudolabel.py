@@ -9,9 +9,12 @@ from crownsam.tiling.component import tile_op
 
 # Resources per task on a cluster (ignored by the local runner).
 GPU_ACCELERATOR = "nvidia-tesla-t4"
+# CPUs of a pseudolabel (GPU) task: its CPU request, and its window pipeline's worker processes
+# (``--workers``), so that post-processing keeps up with the GPU without oversubscribing the node.
+GPU_TASK_CPUS = 4
 
 
-def gpu_task(task: dsl.PipelineTask, memory: str = "24G", cpu: str = "4") -> dsl.PipelineTask:
+def gpu_task(task: dsl.PipelineTask, memory: str = "24G", cpu: str = str(GPU_TASK_CPUS)) -> dsl.PipelineTask:
     """One GPU, memory and CPU requests; retries for preempted nodes (the shard resumes its windows)."""
     task.set_accelerator_type(GPU_ACCELERATOR).set_accelerator_limit(1)
     task.set_memory_request(memory).set_memory_limit(memory).set_cpu_request(cpu)
@@ -46,9 +49,11 @@ def pseudolabel_pipeline(
     fallback_max_area_ratio: float = 8.0,
     fallback_min_iou: float = 0.1,
     fallback_min_score: float = 0.5,
+    window_batch: int = 1,
 ) -> Dataset:
-    """Parameters: ``TileParams``, ``Sam2Params`` and ``PseudolabelParams`` (pipeline names);
-    ``chm_uri`` (optional) gives treetops of segments without treetop columns."""
+    """Parameters: ``TileParams``, ``Sam2Params``, ``PseudolabelParams`` and ``window_batch`` of
+    ``WindowLoopParams`` (pipeline names; its ``workers`` is the GPU task's CPU count,
+    :data:`GPU_TASK_CPUS`); ``chm_uri`` (optional) gives treetops of segments without treetop columns."""
     plan = cpu_task(
         tile_op(
             ortho_uri=ortho_uri,
@@ -83,6 +88,8 @@ def pseudolabel_pipeline(
                 fallback_max_area_ratio=fallback_max_area_ratio,
                 fallback_min_iou=fallback_min_iou,
                 fallback_min_score=fallback_min_score,
+                workers=GPU_TASK_CPUS,
+                window_batch=window_batch,
             ).set_display_name("pseudolabel shard")
         )
     merged = cpu_task(

@@ -248,6 +248,8 @@ PSEUDOLABEL_ONLY: list[tuple[BuildCase, str]] = [
     (bad_option("--fallback-min-iou", "1.5"), "--fallback-min-iou must be in [0, 1], got 1.5"),
     (bad_option("--fallback-min-score", "-0.1"), "--fallback-min-score must be in [0, 1], got -0.1"),
     (bad_option("--fallback-min-score", "nan"), "--fallback-min-score must be a number, got nan"),
+    (bad_option("--workers", "-1"), "--workers must be at least 0, got -1"),
+    (bad_option("--window-batch", "0"), "--window-batch must be a positive integer, got 0"),
 ]
 NEEDS_MODEL = {missing_checkpoint, unreachable_checkpoint, not_a_checkpoint}
 MATRIX = [("tile", b, p) for b, p in SHARED] + [("pseudolabel", b, p) for b, p in SHARED + PSEUDOLABEL_ONLY]
@@ -351,6 +353,7 @@ def test_bad_input_one_line_exit_2_no_output(
         ("pseudolabel", ["--min-ndvi", "abc"]),
         ("pseudolabel", ["--red-band", "x"]),
         ("pseudolabel", ["--fallback-min-iou", "high"]),
+        ("pseudolabel", ["--workers", "two"]),
     ],
 )
 def test_bad_argument_syntax_is_an_argparse_error(
@@ -416,14 +419,17 @@ class NeverCalledPredictor:
     predict_boxes = set_image
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
 def test_raster_cut_after_planning_fails_cleanly_while_reading_windows(
+    workers: str,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With ``--plan`` no stretch is computed up front: the damage shows only when a window is read,
-    after the model is built, and must still be one line with no output."""
+    after the model is built, and must still be one line with no output: in the sequential loop
+    (``--workers 0``) and from the window pipeline's reader thread (``--workers 2``) alike."""
     monkeypatch.setattr(sam2_model, "build_sam2_model", lambda *args, **kwargs: None)
     monkeypatch.setattr(sam2_model, "Sam2BoxPredictor", NeverCalledPredictor)
     ortho, seg = good_raster(tmp_path), good_segments(tmp_path)
@@ -433,7 +439,7 @@ def test_raster_cut_after_planning_fails_cleanly_while_reading_windows(
     target = tmp_path / "out" / "labels.gpkg"
     target.parent.mkdir()
     target.write_bytes(OLD_BYTES)
-    inputs = Inputs(ortho, seg, extra=["--plan", str(plan)])
+    inputs = Inputs(ortho, seg, extra=["--plan", str(plan), "--workers", workers])
     _, line = run_failing(argv("pseudolabel", inputs, target), capfd, caplog)
     assert line.startswith(f"crownsam: error: {ortho}: ") and "truncated or corrupt raster" in line, line
     assert files_in(target.parent) == ["labels.gpkg"]

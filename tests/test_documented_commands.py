@@ -304,9 +304,10 @@ def run_pseudolabel_options(ws: Workspace) -> None:
         "--min-ndvi", "0.3", "--red-band", "3", "--nir-band", "4", "--prompt", "box+point",
         "--chm", ws.scene.chm, "--negative-calibration", "--fallback-min-area-ratio", "0.2",
         "--fallback-max-area-ratio", "8", "--fallback-min-iou", "0.1", "--fallback-min-score", "0.5",
-        "--untrained", "--device", "cpu", "--no-progress",
+        "--untrained", "--device", "cpu", "--no-progress", "--workers", "1", "--window-batch", "1",
     )  # fmt: skip
     summary = json.loads(ws.path("pseudo-options.summary.json").read_text())
+    assert summary["window_loop"] == {"workers": 1, "window_batch": 1}
     assert summary["treetop_sources"] == {"chm": summary["segments_prompted"]}
     assert summary["overlap_in_output"]["pairs"] == 0
 
@@ -761,9 +762,10 @@ DOCUMENTED: dict[str, Entry] = {
     "[--device auto|cpu|cuda] [--batch-size 16] [--resume-dir DIR] [--fix-geometries] "
     "[--min-ndvi X [--red-band N] [--nir-band N]] [--prompt box|point|box+point] [--chm CHM.tif] "
     "[--negative-calibration] [--no-exclusive] [--no-fallback] [--fallback-min-area-ratio 0.2] "
-    "[--fallback-max-area-ratio 8] [--fallback-min-iou 0.1] [--fallback-min-score 0.5]": Entry(
-        run_pseudolabel_options, slow=True
-    ),
+    "[--fallback-max-area-ratio 8] [--fallback-min-iou 0.1] [--fallback-min-score 0.5] "
+    "[--workers N] [--window-batch 1]": Entry(run_pseudolabel_options, slow=True),
+    "crownsam pseudolabel --ortho ORTHO.tif --segments COARSE.gpkg --out PSEUDO.gpkg [--workers N] "
+    "[--window-batch 1]": Entry(run_pseudolabel_options, slow=True),
     "crownsam merge-labels --inputs SHARD0.gpkg SHARD1.gpkg … --out PSEUDO.gpkg": Entry(run_pseudolabel),
     "crownsam evaluate --manual MANUAL.gpkg --labels coarse=COARSE.gpkg --labels pseudo=PSEUDO.gpkg "
     "[--area TEST_AREA.gpkg] [--ortho ORTHO.tif] --out DIR": Entry(run_evaluate),

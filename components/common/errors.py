@@ -15,6 +15,11 @@ class CrownsamError(Exception):
         self.problem = " ".join(problem.split())  # always one line
         super().__init__(f"{self.source}: {self.problem}" if self.source else self.problem)
 
+    def __reduce__(self) -> tuple:
+        """Pickle by (source, problem), so that the error crosses a process boundary unchanged (worker
+        processes of :mod:`crownsam.common.window_pipeline`)."""
+        return (type(self), (self.source, self.problem))
+
 
 class InputError(CrownsamError):
     """A bad input file: missing, unreadable, or with content we cannot use."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,12 +141,36 @@ def compute_stretch(
     return stretch
 
 
+def stretch_values(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The linear stretch of one band: ``clip(rint((v - lo) x 255 / (hi - lo)), 0, 255)`` as uint8,
+    computed in float32."""
+    scaled = (values.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def stretch_table(dtype: str, lo: float, hi: float) -> np.ndarray | None:
+    """For 8- and 16-bit integer bands: :func:`stretch_values` of every value of ``dtype``, indexed by the
+    value's bits read as unsigned (so ``table[band.view(unsigned)]`` is the stretch, exactly); else None."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu" or dt.itemsize > 2:
+        return None
+    unsigned = np.dtype(f"u{dt.itemsize}")
+    values = np.arange(2 ** (8 * dt.itemsize), dtype=np.int64).astype(unsigned).view(dt)
+    return stretch_values(values, lo, hi)
+
+
 def apply_stretch(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
-    """Map (bands, H, W) data to uint8 (H, W, bands) with a per-band linear stretch; invalid pixels -> 0."""
+    """Map (bands, H, W) data to uint8 (H, W, bands) with a per-band linear stretch
+    (:func:`stretch_values`); invalid pixels -> 0. 8- and 16-bit integer bands go through a lookup table
+    of the same values (:func:`stretch_table`)."""
     out = np.empty((data.shape[1], data.shape[2], data.shape[0]), dtype=np.uint8)
     for i, (lo, hi) in enumerate(stretch):
-        scaled = (data[i].astype(np.float32) - lo) * (255.0 / (hi - lo))
-        out[..., i] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        table = stretch_table(data.dtype.str, float(lo), float(hi))
+        if table is None:
+            out[..., i] = stretch_values(data[i], lo, hi)
+        else:
+            out[..., i] = table[data[i].view(f"u{data.dtype.itemsize}")]
     if valid is not None:
         out[~valid] = 0
     return out

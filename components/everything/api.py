@@ -23,6 +23,7 @@ from crownsam.common.atomic import atomic_paths
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import InputError
 from crownsam.common.raster import RasterInfo, Stretch, check_rgb_bands, compute_stretch, raster_info
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.everything.params import EverythingParams, PipelineFindMissed
 from crownsam.everything.passes import AmgGenerator, MaskGenerator
 from crownsam.everything.run import segment_tiles, tiles_block, write_merged
@@ -57,6 +58,7 @@ class EverythingRequest:
     resume_dir: str | None = None  # None: OUT + ".parts"; "": no resuming (a temporary folder)
     cache_dir: str | None = None
     progress: bool = True
+    loop: WindowLoopParams = field(default_factory=WindowLoopParams)
 
 
 def summary_path(out: str, summary: str | None = None) -> str:
@@ -168,6 +170,7 @@ def run_segment_everything(req: EverythingRequest, generator: MaskGenerator | No
             prep.stretch,
             store,
             progress=req.progress,
+            loop=req.loop,
         )
         summary = base_summary(req, prep, generator, key) | extra
         summary |= {
@@ -300,6 +303,7 @@ def segment_everything_shard_artifact(
     sam2: Sam2Params,
     params: EverythingParams,
     switch: PipelineFindMissed,
+    loop: WindowLoopParams | None = None,
 ) -> dict:
     """The KFP shard step: shard ``shard`` of ``shards`` into the folder ``out_dir``; finished tiles are kept
     under ``<out_uri>.parts`` (the artifact's URI, stable across retries of the task). With the switch off:
@@ -314,6 +318,7 @@ def segment_everything_shard_artifact(
         shard=(shard, shards),
         progress=False,
         resume_dir=str(out_uri).rstrip("/") + ".parts",
+        loop=loop or WindowLoopParams(),
     )
     return run_segment_everything(req)
 

@@ -7,6 +7,7 @@ import json
 
 from crownsam.common.cli_util import shard_arg
 from crownsam.common.params import add_options
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.everything.params import AddMissedParams, EverythingParams
 from crownsam.pseudolabel.cli import add_sam2_options
 from crownsam.pseudolabel.params import Sam2Params
@@ -25,6 +26,7 @@ def run_segment(args: argparse.Namespace) -> int:
         resume_dir=args.resume_dir,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        loop=WindowLoopParams.from_args(args),
     )
     s = run_segment_everything(req)
     per_pass = ", ".join(f"{c:.3f}" for c in s["coverage_per_pass"])
@@ -56,6 +58,7 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_options(s, EverythingParams)
     add_sam2_options(s)
+    add_options(s, WindowLoopParams, only=("workers",))
     s.add_argument("--shard", type=shard_arg, help="process only shard I of N of the tiles, e.g. 0/4")
     s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
     s.add_argument(

@@ -56,12 +56,15 @@ def segment_everything_op(
     amg_points_per_batch: int = 64,
     amg_box_nms_thresh: float = 0.7,
     rgb_bands: str = "3,2,1",
+    workers: int = -1,
 ):
     """Shard ``shard`` of ``shards``: a folder of finished tiles (``tiles/*.json`` + ``shard.json``).
-    Parameters: ``EverythingParams`` and ``Sam2Params``.
+    Parameters: ``EverythingParams``, ``Sam2Params`` and ``WindowLoopParams.workers`` (-1: the task's
+    CPUs).
 
     Finished tiles are kept beside the output (``<tiles>.parts``) so a retried task resumes.
     """
+    from crownsam.common.window_pipeline import WindowLoopParams
     from crownsam.everything.api import segment_everything_shard_artifact
     from crownsam.everything.params import EverythingParams, PipelineFindMissed
     from crownsam.pseudolabel.params import Sam2Params
@@ -89,7 +92,10 @@ def segment_everything_op(
         rgb_bands=rgb_bands,
     )
     switch = PipelineFindMissed.from_pipeline(find_missed=find_missed)
-    segment_everything_shard_artifact(ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params, switch)
+    loop = WindowLoopParams.from_pipeline(workers=workers)
+    segment_everything_shard_artifact(
+        ortho_uri, tiles.path, tiles.uri, shard, shards, sam2, params, switch, loop
+    )
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -21,8 +23,9 @@ from rasterio.errors import RasterioIOError
 from tqdm import tqdm
 
 from crownsam.common.raster import Stretch, read_error, read_rgb_window
+from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline
 from crownsam.everything.params import EverythingParams
-from crownsam.everything.passes import MaskGenerator, run_passes
+from crownsam.everything.passes import MaskGenerator, PassesResult, run_passes
 from crownsam.everything.seams import MergeStats, group_object, merged_groups, tile_result
 from crownsam.everything.store import TileResult, TileSource, TileStore
 from crownsam.everything.tiles import Tile, TileGrid
@@ -57,6 +60,56 @@ def read_tile(
     return rgb, valid
 
 
+@dataclass
+class TileInput:
+    """A tile read for the model (stage 1), and how long that took."""
+
+    tile: Tile
+    image: np.ndarray
+    valid: np.ndarray
+    seconds: float = 0.0
+
+
+@dataclass
+class TilePasses:
+    """The model's passes over a tile (stage 2), and how long they took."""
+
+    passes: PassesResult
+    model_seconds: float
+    seconds: float
+
+
+def load_tile(
+    src: rasterio.io.DatasetReader, tile: Tile, bands: tuple[int, ...], stretch: Stretch
+) -> TileInput:
+    """Stage 1: :func:`read_tile`, timed."""
+    t0 = time.perf_counter()
+    image, valid = read_tile(src, tile, bands, stretch)
+    return TileInput(tile, image, valid, time.perf_counter() - t0)
+
+
+def pass_tile(inp: TileInput, generator: MaskGenerator, params: EverythingParams) -> TilePasses:
+    """Stage 2: the multi-pass loop on the tile (model and its own host work interleave here)."""
+    t0, m0 = time.perf_counter(), generator.model_seconds
+    generator.start_tile(inp.tile)
+    passes = run_passes(inp.image, inp.valid, inp.tile.local(inp.tile.own), generator, params)
+    return TilePasses(passes, generator.model_seconds - m0, time.perf_counter() - t0)
+
+
+def finish_tile(inp: TileInput, out: TilePasses, grid: TileGrid) -> TileResult:
+    """Stage 3: the tile's objects' parts and strips (pixel coordinates) from its label array."""
+    t0 = time.perf_counter()
+    result = tile_result(out.passes, inp.tile, grid)
+    result.model_seconds = out.model_seconds
+    result.seconds = inp.seconds + out.seconds + time.perf_counter() - t0
+    return result
+
+
+def without_pixels(inp: TileInput) -> TileInput:
+    """``inp`` without its image and valid mask (stage 3 does not need them)."""
+    return replace(inp, image=np.empty((0, 0, 3), np.uint8), valid=np.empty((0, 0), bool))
+
+
 def process_tile(
     src: rasterio.io.DatasetReader,
     grid: TileGrid,
@@ -66,16 +119,12 @@ def process_tile(
     stretch: Stretch,
 ) -> TileResult:
     """Read one tile, run the passes, and keep its objects' parts and strips (pixel coordinates)."""
-    t0 = time.perf_counter()
-    m0 = generator.model_seconds
-    image, valid = read_tile(src, tile, params.rgb_bands, stretch)
-    generator.start_tile(tile)
-    passes = run_passes(image, valid, tile.local(tile.own), generator, params)
-    del image, valid
-    result = tile_result(passes, tile, grid)
-    result.model_seconds = generator.model_seconds - m0
-    result.seconds = time.perf_counter() - t0
-    return result
+    inp = load_tile(src, tile, params.rgb_bands, stretch)
+    out = pass_tile(inp, generator, params)
+    return finish_tile(without_pixels(inp), out, grid)
+
+
+preload(__name__)  # worker processes of the window pipeline import this module once
 
 
 def tile_summary(res: TileResult) -> dict:
@@ -119,8 +168,13 @@ def segment_tiles(
     store: TileStore,
     *,
     progress: bool = False,
+    loop: WindowLoopParams | None = None,
 ) -> TilesRun:
-    """Process ``tiles`` (skipping those the store holds from an earlier attempt), saving each at once."""
+    """Process ``tiles`` (skipping those the store holds from an earlier attempt), saving each at once.
+
+    The tiles go through a window pipeline (:mod:`crownsam.common.window_pipeline`) as ``loop`` says
+    (None: the sequential loop; ``window_batch`` does not apply): tiles read ahead in a thread, the passes
+    in this thread, parts and strips in worker processes. The results do not depend on ``loop``."""
     from crownsam.common.raster import open_raster
 
     t0 = time.perf_counter()
@@ -128,17 +182,35 @@ def segment_tiles(
     run = TilesRun()
     done = store.done()
     tiles = list(tiles)
+    summaries: dict[str, dict] = {}
+    for tile in tiles:
+        saved = store.get(tile.key) if tile.key in done else None
+        if saved is not None:
+            summaries[tile.key] = tile_summary(saved) | {"resumed": True}
+    todo = [t for t in tiles if t.key not in summaries]
+    settings = replace((loop or WindowLoopParams(workers=0)).settings(), batch=1)
     with open_raster(ortho) as src:
-        for tile in tqdm(tiles, desc="tiles", unit="tile", disable=not progress, dynamic_ncols=True):
-            saved = store.get(tile.key) if tile.key in done else None
-            if saved is not None:
-                run.tiles.append(tile_summary(saved) | {"resumed": True})
-                run.resumed += 1
-                continue
-            result = process_tile(src, grid, tile, generator, params, stretch)
-            store.save(result)
-            run.tiles.append(tile_summary(result))
-            run.processed += 1
+        # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
+        stream = run_pipeline(
+            todo,
+            lambda t: load_tile(src, t, params.rgb_bands, stretch),
+            lambda inps: [pass_tile(i, generator, params) for i in inps],
+            partial(finish_tile, grid=grid),
+            settings,
+            strip=without_pixels,
+        )
+        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress, dynamic_ncols=True)
+        with closing(stream), bar:
+            for tile in tiles:
+                if tile.key in summaries:
+                    run.tiles.append(summaries[tile.key])
+                    run.resumed += 1
+                else:
+                    result = next(stream)
+                    store.save(result)
+                    run.tiles.append(tile_summary(result))
+                    run.processed += 1
+                bar.update()
     run.seconds_total = time.perf_counter() - t0
     run.seconds_in_model = generator.model_seconds - m0
     return run

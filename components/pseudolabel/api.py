@@ -22,6 +22,7 @@ from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import InputError
 from crownsam.common.raster import open_raster, raster_info
 from crownsam.common.vector import ID_COLUMN, ReadReport, read_segments
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.pseudolabel.exclusive import CLAIMS_SUFFIX
 from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 from crownsam.pseudolabel.predictor import PromptPredictor
@@ -60,6 +61,7 @@ class PseudolabelRequest:
     resume_dir: str | None = None  # None: OUT + ".parts"; "" disables resuming
     sam2: Sam2Params = field(default_factory=Sam2Params)
     params: PseudolabelParams = field(default_factory=PseudolabelParams)
+    loop: WindowLoopParams = field(default_factory=WindowLoopParams)
 
 
 def summary_path(req: PseudolabelRequest) -> str:
@@ -222,6 +224,7 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: PromptPredictor | None =
     plan = prep.plan
     extra: dict = {"rgb_bands": list(plan.rgb_bands), "plan": req.plan, "chm": req.chm} | prep.summary
     extra["settings"] = req.params.as_dict()
+    extra["window_loop"] = {"workers": req.loop.settings().workers, "window_batch": req.loop.window_batch}
     if predictor is None:
         from crownsam.pseudolabel.sam2_model import sam2_box_predictor
 
@@ -241,6 +244,7 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: PromptPredictor | None =
         ortho_path=prep.ortho,
         progress=req.progress,
         store=store,
+        loop=req.loop,
     )
     pending = req.params.exclusive and plan.shard is not None
     if req.params.exclusive and not pending:
@@ -275,6 +279,7 @@ def pseudolabel_shard_artifact(
     sam2: Sam2Params,
     params: PseudolabelParams,
     chm: str | None = None,
+    loop: WindowLoopParams | None = None,
 ) -> dict:
     """The KFP step: one shard into the folder ``out_dir`` (pseudolabels.gpkg + summary, and the claims
     for the cross-window exclusive step); finished windows are kept under ``<out_uri>.parts`` (the
@@ -292,5 +297,6 @@ def pseudolabel_shard_artifact(
         resume_dir=str(out_uri).rstrip("/") + ".parts",
         sam2=sam2,
         params=params,
+        loop=loop or WindowLoopParams(),
     )
     return run_pseudolabel(req)

@@ -7,6 +7,7 @@ import json
 
 from crownsam.common.cli_util import shard_arg
 from crownsam.common.params import add_options
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         resume_dir=args.resume_dir,
         sam2=Sam2Params.from_args(args),
         params=PseudolabelParams.from_args(args),
+        loop=WindowLoopParams.from_args(args),
     )
     s = run_pseudolabel(req)
     print(
@@ -68,6 +70,7 @@ def add_pseudolabel_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_sam2_options(s)
     add_options(s, PseudolabelParams)
+    add_options(s, WindowLoopParams)
     s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
     s.add_argument("--cache-dir", help="checkpoint cache (default $CROWNSAM_CACHE or ~/.cache/crownsam)")
     s.add_argument(

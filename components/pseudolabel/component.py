@@ -34,13 +34,17 @@ def pseudolabel_op(
     fallback_max_area_ratio: float = 8.0,
     fallback_min_iou: float = 0.1,
     fallback_min_score: float = 0.5,
+    workers: int = -1,
+    window_batch: int = 1,
 ):
     """Pseudolabel shard ``shard`` of ``shards``; writes a folder with pseudolabels.gpkg + summary (and
-    the claims merge-labels needs for exclusive labels). Parameters: ``Sam2Params`` and
-    ``PseudolabelParams``; ``chm_uri`` (optional) gives treetops of segments without treetop columns.
+    the claims merge-labels needs for exclusive labels). Parameters: ``Sam2Params``,
+    ``PseudolabelParams`` and ``WindowLoopParams`` (``workers`` -1: the task's CPUs); ``chm_uri``
+    (optional) gives treetops of segments without treetop columns.
 
     Finished windows are kept beside the output (``<labels>.parts``) so a retried task resumes.
     """
+    from crownsam.common.window_pipeline import WindowLoopParams
     from crownsam.pseudolabel.api import pseudolabel_shard_artifact
     from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 
@@ -69,6 +73,7 @@ def pseudolabel_op(
             fallback_min_score=fallback_min_score,
         ),
         chm=chm_uri or None,
+        loop=WindowLoopParams.from_pipeline(workers=workers, window_batch=window_batch),
     )
 
 

@@ -83,6 +83,17 @@ def _interp_matrix(lo: int, hi: int, in_size: int, out_size: int) -> tuple[torch
     return torch.from_numpy(mat), first, last
 
 
+def _taps(lo: int, hi: int, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two input indices and the weight of the second for output rows ``lo..hi-1`` of the bilinear
+    (align_corners=False) resize, by :func:`_interp_matrix`'s rule: ``out = (1 - w) x in[i0] + w x in[i1]``
+    (weights float32)."""
+    dst = np.arange(lo, hi, dtype=np.float64)
+    src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
 def region_tuple(region: np.ndarray) -> tuple[int, int, int, int]:
     """``(r0, c0, r1, c1)`` of one row of :func:`neighbourhoods` as Python ints."""
     r0, c0, r1, c1 = (int(v) for v in region)
@@ -105,8 +116,8 @@ def support(lo: int, hi: int, in_size: int, out_size: int) -> tuple[int, int]:
     """Input index range ``[first, last)`` that output rows ``lo..hi-1`` of the bilinear resize read."""
     if hi <= lo:
         return 0, 0
-    _, first, last = _interp_matrix(lo, hi, in_size, out_size)
-    return first, last
+    i0, i1, _ = _taps(lo, hi, in_size, out_size)  # both non-decreasing in the output row
+    return int(i0[0]), int(i1[-1]) + 1
 
 
 @dataclass(frozen=True)
@@ -158,12 +169,15 @@ class LogitPatch:
             if r0 < self.r0 or c0 < self.c0 or r1 > self.r0 + h or c1 > self.c0 + w:
                 raise ValueError(f"region {region} reads outside the logit patch")
             return self.data[r0 - self.r0 : r1 - self.r0, c0 - self.c0 : c1 - self.c0].copy()
-        my, ry0, ry1 = _interp_matrix(r0, r1, self.low_hw[0], self.out_hw[0])
-        mx, rx0, rx1 = _interp_matrix(c0, c1, self.low_hw[1], self.out_hw[1])
-        if ry0 < self.r0 or rx0 < self.c0 or ry1 > self.r0 + h or rx1 > self.c0 + w:
+        # Two taps per output row, then per output column (elementwise: a matrix product of these
+        # tiny, mostly-zero interpolation matrices costs 100x more where BLAS threads compete for cores).
+        y0, y1, wy = _taps(r0, r1, self.low_hw[0], self.out_hw[0])
+        x0, x1, wx = _taps(c0, c1, self.low_hw[1], self.out_hw[1])
+        if y0[0] < self.r0 or x0[0] < self.c0 or y1[-1] >= self.r0 + h or x1[-1] >= self.c0 + w:
             raise ValueError(f"region {region} reads outside the logit patch")
-        sub = self.data[ry0 - self.r0 : ry1 - self.r0, rx0 - self.c0 : rx1 - self.c0]
-        return (my.numpy() @ sub @ mx.numpy().T).astype(np.float32, copy=False)
+        d = self.data
+        rows = d[y0 - self.r0] * (1 - wy)[:, None] + d[y1 - self.r0] * wy[:, None]
+        return (rows[:, x0 - self.c0] * (1 - wx) + rows[:, x1 - self.c0] * wx).astype(np.float32, copy=False)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray | None:

@@ -54,6 +54,15 @@ class PromptPredictor(Protocol):
     def predict(self, prompts: PromptBatch, regions: np.ndarray) -> tuple[list[LogitPatch], np.ndarray]: ...
 
 
+class BatchPromptPredictor(PromptPredictor, Protocol):
+    """A :class:`PromptPredictor` that embeds several windows in one call (SAM2's ``set_image_batch``),
+    then answers prompts on window ``i`` of the batch after ``use_image(i)``."""
+
+    def set_image_batch(self, images: list[np.ndarray]) -> None: ...
+
+    def use_image(self, i: int) -> None: ...
+
+
 BoxPredictor = PromptPredictor  # the name this interface had when it took boxes only
 
 

@@ -21,7 +21,11 @@ import logging
 import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -33,6 +37,7 @@ from tqdm import tqdm
 
 from crownsam.common.raster import open_raster, read_rgb_window
 from crownsam.common.vector import ID_COLUMN
+from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline
 from crownsam.pseudolabel.exclusive import (
     SKIP_EMPTY_AFTER_EXCLUSIVE,
     Claim,
@@ -52,7 +57,7 @@ from crownsam.pseudolabel.masks import (
 )
 from crownsam.pseudolabel.overlap import mask_overlaps, overlap_figures
 from crownsam.pseudolabel.params import PseudolabelParams
-from crownsam.pseudolabel.predictor import PromptPredictor
+from crownsam.pseudolabel.predictor import BatchPromptPredictor, PromptPredictor
 from crownsam.pseudolabel.prompts import batches, negatives_from_pairs
 from crownsam.pseudolabel.resume import WindowResult, WindowStore
 from crownsam.pseudolabel.treetops import to_window_pixels
@@ -194,14 +199,16 @@ def masks_of(
 
 
 def predict_window(
-    predictor: PromptPredictor, inp: WindowInput, params: PseudolabelParams
+    predictor: PromptPredictor, inp: WindowInput, params: PseudolabelParams, *, embedded: bool = False
 ) -> WindowPrediction:
     """Stage 2: embed once, prompt every segment in batches; with ``negative_calibration``, prompt each
     mask that overlaps another again, with the other masks' treetops as negative points (label 0); the
-    refined answer replaces the first one."""
+    refined answer replaces the first one. ``embedded``: the predictor already holds this window's
+    embedding (:func:`predict_windows`)."""
     n = len(inp.segment_ids)
     t0 = time.perf_counter()
-    predictor.set_image(inp.image, inp.window)
+    if not embedded:
+        predictor.set_image(inp.image, inp.window)
     t1 = time.perf_counter()
     patches: list[LogitPatch] = [None] * n  # type: ignore[list-item]
     scores = np.zeros(n, dtype=np.float32)
@@ -227,6 +234,28 @@ def predict_window(
     t3 = time.perf_counter()
     pred.seconds = {"embed": t1 - t0, "first_pass": t2 - t1, "calibration": t3 - t2}
     return pred
+
+
+def predict_windows(
+    predictor: PromptPredictor, inps: Sequence[WindowInput], params: PseudolabelParams
+) -> list[WindowPrediction]:
+    """Stage 2 for several windows: one image-encoder call for all of them when the predictor has a batch
+    API (``set_image_batch(images)`` then ``use_image(i)``: SAM2's ``set_image_batch``), else one window
+    after another. Then each window's prompts as in :func:`predict_window`; each window is charged an
+    equal share of the batch's embedding time."""
+    if len(inps) == 1 or not hasattr(predictor, "set_image_batch"):
+        return [predict_window(predictor, inp, params) for inp in inps]
+    batched = cast("BatchPromptPredictor", predictor)
+    t0 = time.perf_counter()
+    batched.set_image_batch([inp.image for inp in inps])
+    embed = (time.perf_counter() - t0) / len(inps)
+    out = []
+    for i, inp in enumerate(inps):
+        batched.use_image(i)
+        pred = predict_window(predictor, inp, params, embedded=True)
+        pred.seconds["embed"] = embed
+        out.append(pred)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- stage 3
@@ -342,6 +371,14 @@ def postprocess_window(
 # ----------------------------------------------------------------------------------------------- the run
 
 
+def without_image(inp: WindowInput) -> WindowInput:
+    """``inp`` without its image (stage 3 does not need it; less to send to a worker process)."""
+    return replace(inp, image=np.empty((0, 0, 3), dtype=np.uint8))
+
+
+preload(__name__)  # worker processes of the window pipeline import this module once
+
+
 def pseudolabel_plan(
     plan: Plan,
     segments: gpd.GeoDataFrame,
@@ -351,15 +388,21 @@ def pseudolabel_plan(
     ortho_path: str | None = None,
     progress: bool = True,
     store: WindowStore | None = None,
+    loop: WindowLoopParams | None = None,
 ) -> RunResult:
     """Pseudolabel every window of ``plan``; ``segments`` are in the raster's CRS with ``segment_id``
     (and, when prompting uses them, treetop columns; see :func:`read_window`).
+
+    The three stages run as a window pipeline (:mod:`crownsam.common.window_pipeline`) as ``loop`` says
+    (None: the sequential loop): windows read ahead in a thread, the model in this thread, stage 3 in
+    worker processes. The labels do not depend on ``loop``.
 
     With a ``store``, each finished window is saved there and windows saved by an earlier attempt of the
     same run are reused instead of recomputed. Labels are exclusive within windows; across windows see
     :func:`resolve_run`.
     """
     params = params or PseudolabelParams()
+    settings = (loop or WindowLoopParams(workers=0)).settings()
     t_start = time.perf_counter()
     model_t0 = predictor.forward_seconds
     transform = Affine(*plan.transform[:6])
@@ -367,22 +410,42 @@ def pseudolabel_plan(
     done = store.load() if store else {}
     results: list[WindowResult] = []
     run = RunResult(labels=gpd.GeoDataFrame())
+    todo = [w for w in plan.windows if w.key not in done]
+    finish = partial(
+        postprocess_window,
+        params=params,
+        transform=transform,
+        model=predictor.name,
+        untrained=predictor.untrained,
+    )
     with open_raster(ortho_path or plan.ortho) as src:
-        bar = tqdm(plan.windows, desc="windows", unit="win", disable=not progress, dynamic_ncols=True)
-        for window in bar:
-            if window.key in done:
-                results.append(done[window.key])
-                run.windows_resumed += 1
-                continue
-            inp = read_window(src, plan, window, by_id)
-            pred = predict_window(predictor, inp, params)
-            result = postprocess_window(inp, pred, params, transform, predictor.name, predictor.untrained)
-            if store:
-                store.save(result)
-            results.append(result)
-            run.window_seconds.append(result.seconds)
-            for k, v in result.stage_seconds.items():
-                run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
+        # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
+        stream = run_pipeline(
+            todo,
+            lambda w: read_window(src, plan, w, by_id),
+            lambda inps: predict_windows(predictor, inps, params),
+            finish,
+            settings,
+            strip=without_image,
+        )
+        bar = tqdm(
+            total=len(plan.windows), desc="windows", unit="win", disable=not progress, dynamic_ncols=True
+        )
+        with closing(stream), bar:
+            for window in plan.windows:
+                if window.key in done:
+                    results.append(done[window.key])
+                    run.windows_resumed += 1
+                    bar.update()
+                    continue
+                result = next(stream)
+                bar.update()
+                if store:
+                    store.save(result)
+                results.append(result)
+                run.window_seconds.append(result.seconds)
+                for k, v in result.stage_seconds.items():
+                    run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
     gather(run, results, plan.crs)
     run.seconds_total = time.perf_counter() - t_start
     run.seconds_in_model = predictor.forward_seconds - model_t0

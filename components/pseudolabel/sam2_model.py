@@ -110,6 +110,7 @@ class Sam2BoxPredictor:
         self.untrained = untrained
         self.device = next(net.parameters()).device
         self.forward_seconds = 0.0
+        self._batch: tuple[dict, list] = ({}, [])
 
     def _autocast(self) -> AbstractContextManager:
         if self.device.type == "cuda":
@@ -126,6 +127,28 @@ class Sam2BoxPredictor:
             self.predictor.set_image(image)
         self._sync()
         self.forward_seconds += time.perf_counter() - t0
+
+    def set_image_batch(self, images: list[np.ndarray]) -> None:
+        """Run the image encoder once on several windows (SAM2's ``set_image_batch``); then
+        :meth:`use_image` picks the window that :meth:`predict` answers for."""
+        t0 = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            self.predictor.set_image_batch(list(images))
+        self._sync()
+        self._batch = (self.predictor._features, list(self.predictor._orig_hw))
+        self.forward_seconds += time.perf_counter() - t0
+
+    def use_image(self, i: int) -> None:
+        """Answer prompts on image ``i`` of the last :meth:`set_image_batch` (its embedding, a view of the
+        batch's: nothing is recomputed)."""
+        feats, hws = self._batch
+        p = self.predictor
+        p._features = {
+            "image_embed": feats["image_embed"][i : i + 1],
+            "high_res_feats": [f[i : i + 1] for f in feats["high_res_feats"]],
+        }
+        p._orig_hw = [hws[i]]
+        p._is_image_set, p._is_batch = True, False
 
     def low_res_logits(self, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for one batch: (B, 256, 256) logits and (B,) scores.

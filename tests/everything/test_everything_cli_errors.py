@@ -94,6 +94,7 @@ CASES: dict[str, Case] = {
     "seg-passes": Case(seg("--passes", "0"), "--passes must be in [1, 100], got 0"),
     "seg-floor": Case(seg("--pred-iou-floor", "0.95"), "--pred-iou-floor: must be at most the start value"),
     "seg-target": Case(seg("--target-coverage", "0"), "--target-coverage must be in (0, 1]"),
+    "seg-workers": Case(seg("--workers", "-1"), "--workers must be at least 0, got -1"),
     "seg-checkpoint": Case(
         ["segment-everything", "--ortho", "{d}/ortho.tif", "--checkpoint", "{d}/nope.pt", "--device", "cpu"],
         "SAM2 checkpoint not found",

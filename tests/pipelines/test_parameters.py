@@ -27,6 +27,7 @@ from crownsam.coco.component import export_coco_op
 from crownsam.coco.params import ExportParams
 from crownsam.common.component import fingerprint_op
 from crownsam.common.params import Params
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.comparison.component import compare_op
 from crownsam.comparison.registry import REGISTERED_MODEL
 from crownsam.evaluation.component import evaluate_labels_op
@@ -90,6 +91,7 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     AddMissedParams,
     PipelineFindMissed,
     RefineParams,
+    WindowLoopParams,
 )
 
 
@@ -247,6 +249,13 @@ ARRIVALS = [
         lambda v: PipelineFindMissed(find_missed=True),
     ),
     Arrival(
+        segment_everything_op,
+        ("crownsam.everything.api", "segment_everything_shard_artifact"),
+        lambda b: b.arguments["loop"],
+        {"workers": 3},
+        lambda v: WindowLoopParams.from_pipeline(**v),
+    ),
+    Arrival(
         add_missed_op,
         ("crownsam.everything.add_missed", "add_missed_artifact"),
         lambda b: (b.arguments["params"], b.arguments["switch"]),
@@ -280,6 +289,13 @@ ARRIVALS = [
         lambda b: b.arguments["sam2"],
         {"sam2_model": "sam2.1_hiera_s", "sam2_checkpoint": "gs://b/w.pt", "untrained": False},
         lambda v: Sam2Params.from_pipeline(**v),
+    ),
+    Arrival(
+        pseudolabel_op,
+        ("crownsam.pseudolabel.api", "pseudolabel_shard_artifact"),
+        lambda b: b.arguments["loop"],
+        {"workers": 3, "window_batch": 4},
+        lambda v: WindowLoopParams.from_pipeline(**v),
     ),
     Arrival(
         pseudolabel_op,

@@ -129,3 +129,20 @@ def test_full_resolution_patch_is_the_identity() -> None:
     data = np.arange(60, dtype=np.float32).reshape(6, 10)
     patch = LogitPatch(data, 10, 20, (100, 100), (100, 100))
     np.testing.assert_array_equal(patch.upsample((11, 22, 15, 29)), data[1:5, 2:9])
+
+
+@pytest.mark.parametrize("sizes", [(256, 1024), (256, 700), (64, 64), (300, 1024)])
+def test_support_is_the_interpolation_matrix_extent(sizes: tuple[int, int]) -> None:
+    """``support`` (from the two taps) equals the input columns the full interpolation matrix touches."""
+    from crownsam.pseudolabel.masks import _interp_matrix, support
+
+    in_size, out_size = sizes
+    for lo, hi in [
+        (0, 1),
+        (0, out_size),
+        (5, 17),
+        (out_size - 3, out_size),
+        (out_size // 2, min(out_size, out_size // 2 + 40)),
+    ]:
+        _, first, last = _interp_matrix(lo, hi, in_size, out_size)
+        assert support(lo, hi, in_size, out_size) == (first, last), (lo, hi)
