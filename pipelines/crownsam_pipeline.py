@@ -69,6 +69,7 @@ def crownsam_pipeline(
     mlflow_experiment: str = "crownsam",
     registered_model_name: str = "crownsam-maskrcnn",
     pseudo_classes: str = "off",
+    window_batch: int = 1,
     find_missed: bool = False,
     amg_tile: int = 1024,
     amg_padding: int = 128,
@@ -131,6 +132,7 @@ def crownsam_pipeline(
         fallback_max_area_ratio=fallback_max_area_ratio,
         fallback_min_iou=fallback_min_iou,
         fallback_min_score=fallback_min_score,
+        window_batch=window_batch,
     ).set_display_name("SAM2 pseudolabels")
     completed = find_missed_pipeline(
         ortho_uri=ortho_uri,
