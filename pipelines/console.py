@@ -5,35 +5,34 @@ the executor's JSON documents and every line the task prints. :class:`RunConsole
 ``sys.stdout`` and ``sys.stderr`` for the duration of a run and sorts it:
 
 * **run.log** (in the run folder) gets every line, without colour codes; **logs/<task>.log** gets the
-  lines of one task (a task runs in one thread of the runner, so lines are told apart by thread).
+  lines of one task (the runner runs a task in one thread, so lines are told apart by thread).
 * **The person** gets one line per pipeline step as it starts and as it ends (its display name, its
   status, its seconds), and on a terminal one live line with the running steps, their elapsed time and
   progress (``crownsam-progress:`` lines of :mod:`crownsam.common.progress`) that is redrawn in place.
   With ``verbose`` every line is shown as well, live.
 * A failed step keeps its last exception line, so the run can end with that step's own error.
 
-The runner's own lines are recognised by their text (kfp 2.17: ``Executing task 'NAME'`` and ``Task 'NAME'
-finished with status SUCCESS|FAILURE``); ``tests/pipelines/test_console.py`` runs the real runner.
+Steps start and end where the runner hands a task to its task handler (:func:`following`): the
+runner's own "finished with status" log lines are not reliable with parallel tasks (each task swaps the
+root logger's handlers, and a task that ends first takes them away from one still running).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from crownsam.common.progress import parse_line
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-RUNNER_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")
-START = re.compile(r"Executing task '(?P<task>[^']+)'")
-END = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 # The last line of a Python traceback: ``package.module.SomeError: message``.
 EXCEPTION = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (?P<message>.+)$")
 BAD_INPUT_TYPES = ("crownsam.common.errors.CrownsamError", "crownsam.common.errors.InputError")
@@ -256,14 +255,6 @@ class RunConsole:
             assert self.stream is not None
             self._clear_status()
             self.stream.write(line + "\n")
-        if RUNNER_LINE.match(line):
-            if m := START.search(line):
-                state.step = self._start(m["task"])
-                return
-            if (m := END.search(line)) and state.step is not None and state.step.task == m["task"]:
-                self._end(state.step, m["status"])
-                state.step = None
-                return
         step = state.step
         if step is not None and step.file is not None:
             step.file.write(line + "\n")
@@ -272,6 +263,23 @@ class RunConsole:
                 step.error, step.error_type = body, m["type"]
             elif body.startswith("crownsam: error: "):
                 step.error, step.error_type = body.removeprefix("crownsam: error: "), BAD_INPUT_TYPES[0]
+
+    def begin(self, task: str) -> Step:
+        """Task ``task`` starts in this thread: what this thread writes from now on is its output."""
+        with self._lock:
+            step = self._start(task)
+            self._threads.setdefault(threading.get_ident(), _ThreadState()).step = step
+            return step
+
+    def finish(self, step: Step, status: str) -> None:
+        """``step`` ended (``SUCCESS`` or ``FAILURE``) in this thread."""
+        with self._lock:
+            state = self._threads.setdefault(threading.get_ident(), _ThreadState())
+            if state.buffer:
+                self._line(state, state.buffer)
+                state.buffer = ""
+            state.step = None
+            self._end(step, status)
 
     def _start(self, task: str) -> Step:
         label = self.labels.get(task, task)
@@ -302,3 +310,30 @@ class RunConsole:
 
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
+
+
+@contextlib.contextmanager
+def following(console: RunConsole) -> Iterator[None]:
+    """For the block, tell ``console`` when KFP's local runner starts and ends each task: its task
+    dispatcher's ``run_single_task_implementation`` (kfp 2.17; called by keyword from the orchestrator
+    in the task's thread) is wrapped, and restored afterwards."""
+    from kfp.local import executor_input_utils, status, task_dispatcher
+
+    real = task_dispatcher.run_single_task_implementation
+
+    def followed(*args: Any, **kwargs: Any) -> Any:
+        component = kwargs["component_name"] if "component_name" in kwargs else args[1]
+        step = console.begin(executor_input_utils.get_local_task_resource_name(component))
+        outcome = "FAILURE"
+        try:
+            result = real(*args, **kwargs)
+            outcome = "SUCCESS" if result[1] == status.Status.SUCCESS else "FAILURE"
+            return result
+        finally:
+            console.finish(step, outcome)
+
+    task_dispatcher.run_single_task_implementation = followed
+    try:
+        yield
+    finally:
+        task_dispatcher.run_single_task_implementation = real

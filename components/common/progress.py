@@ -55,10 +55,10 @@ class LineProgress(Generic[T]):
 
     def _emit(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self._last >= LINE_INTERVAL_S or self.n >= self.total:
-            if self.n != self._shown:
-                print(f"{PREFIX} {self.desc} {self.n}/{self.total}", file=sys.stdout, flush=True)
-                self._shown, self._last = self.n, now
+        due = force or now - self._last >= LINE_INTERVAL_S or self.n >= self.total
+        if due and self.n != self._shown:
+            print(f"{PREFIX} {self.desc} {self.n}/{self.total}", file=sys.stdout, flush=True)
+            self._shown, self._last = self.n, now
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -92,10 +92,13 @@ def progress_bar(
     enabled: bool,
     initial: int = 0,
     leave: bool = True,
+    report: bool = True,
 ) -> Any:
     """A tqdm bar when ``enabled``, else progress lines when a supervisor asked for them
-    (:func:`lines_wanted`), else a disabled tqdm (no output)."""
-    if not enabled and lines_wanted():
+    (:func:`lines_wanted`), else a disabled tqdm (no output). ``report=False`` (e.g. a worker process
+    that is not rank 0) shows nothing either way."""
+    enabled = enabled and report
+    if not enabled and report and lines_wanted():
         return LineProgress(iterable, total=total, desc=desc, initial=initial)
     from tqdm import tqdm
 

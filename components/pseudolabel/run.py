@@ -14,8 +14,8 @@ import rasterio
 import shapely
 from rasterio import Affine
 from rasterio.windows import Window
-from tqdm import tqdm
 
+from crownsam.common.progress import progress_bar
 from crownsam.common.raster import open_raster, read_rgb_window
 from crownsam.common.vector import ID_COLUMN
 from crownsam.pseudolabel.masks import (
@@ -162,7 +162,7 @@ def pseudolabel_plan(
     results: list[WindowResult] = []
     run = RunResult(labels=gpd.GeoDataFrame())
     with open_raster(ortho_path or plan.ortho) as src:
-        bar = tqdm(plan.windows, desc="windows", unit="win", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(plan.windows, desc="windows", unit="win", enabled=progress)
         for window in bar:
             if window.key in done:
                 results.append(done[window.key])

@@ -46,6 +46,7 @@ import torch
 from crownsam.common.atomic import atomic_path, write_json
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
+from crownsam.common.progress import progress_bar
 from crownsam.training import data as D
 from crownsam.training.config import TrainConfig
 from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
@@ -493,16 +494,14 @@ class _Trainer:
         with stack:
             if main and self.cfg.tracking:
                 stack.enter_context(self.mlflow_run())
-            from tqdm import tqdm
-
             bar = stack.enter_context(
-                tqdm(
+                progress_bar(
                     total=self.total,
                     initial=min(self.state.iteration, self.total),
-                    desc=f"train {self.cfg.label_source}",
+                    desc=f"train {self.cfg.label_source}" if self.cfg.progress else "iterations",
                     unit="step",
-                    disable=not (self.cfg.progress and main),
-                    dynamic_ncols=True,
+                    enabled=self.cfg.progress,
+                    report=main,
                 )
             )
             stopped = "max_iters" if self.cfg.max_iters and self.state.iteration >= self.total else "epochs"
