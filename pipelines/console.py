@@ -264,6 +264,11 @@ class RunConsole:
             elif body.startswith("crownsam: error: "):
                 step.error, step.error_type = body.removeprefix("crownsam: error: "), BAD_INPUT_TYPES[0]
 
+    def log(self, text: str) -> None:
+        """A line for run.log only."""
+        with self._lock:
+            self._log.write(text + "\n")
+
     def begin(self, task: str) -> Step:
         """Task ``task`` starts in this thread: what this thread writes from now on is its output."""
         with self._lock:
@@ -313,17 +318,25 @@ class RunConsole:
 
 
 @contextlib.contextmanager
-def following(console: RunConsole) -> Iterator[None]:
+def following(console: RunConsole, fail_fast: bool = True) -> Iterator[None]:
     """For the block, tell ``console`` when KFP's local runner starts and ends each task: its task
     dispatcher's ``run_single_task_implementation`` (kfp 2.17; called by keyword from the orchestrator
-    in the task's thread) is wrapped, and restored afterwards."""
+    in the task's thread) is wrapped, and restored afterwards.
+
+    ``fail_fast``: once a step has failed, the tasks the runner would still start (it goes on with every
+    task that does not depend on the failed one) are not run but reported failed at once, so the run
+    ends with the first failure instead of minutes later."""
     from kfp.local import executor_input_utils, status, task_dispatcher
 
     real = task_dispatcher.run_single_task_implementation
 
     def followed(*args: Any, **kwargs: Any) -> Any:
         component = kwargs["component_name"] if "component_name" in kwargs else args[1]
-        step = console.begin(executor_input_utils.get_local_task_resource_name(component))
+        task = executor_input_utils.get_local_task_resource_name(component)
+        if fail_fast and console.failed:
+            console.log(f"crownsam: task {task!r} not run: an earlier step failed")
+            return {}, status.Status.FAILURE
+        step = console.begin(task)
         outcome = "FAILURE"
         try:
             result = real(*args, **kwargs)

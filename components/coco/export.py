@@ -52,7 +52,7 @@ from crownsam.common.raster import (
     raster_info,
     read_error,
 )
-from crownsam.common.vector import ReadReport, file_sha256, polygonal, read_polygons, to_crs
+from crownsam.common.vector import ReadReport, file_sha256, integer_ids, polygonal, read_polygons, to_crs
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,7 @@ def read_crowns(
         ids = np.arange(1, len(gdf) + 1, dtype=np.int64)
         notes.append(f"{path}: no {'/'.join(id_columns)} column; {what} get ids 1..{len(gdf)} in file order")
     else:
-        col = gdf[id_col]
-        if col.isna().any() or not np.all(np.mod(col.astype(float), 1) == 0):
-            raise InputError(path, f"{id_col} must be integers (no empty values)")
-        if col.duplicated().any():
-            dup = col[col.duplicated()].iloc[0]
-            raise InputError(path, f"{id_col} values must be unique; {int(dup)} appears more than once")
-        ids = col.astype(np.int64).to_numpy()
+        ids = integer_ids(gdf[id_col], path, id_col)
     info["id_column"] = id_col
     gdf = gpd.GeoDataFrame({"source_id": ids}, geometry=gdf.geometry.values, crs=gdf.crs)
     report = ReadReport()
