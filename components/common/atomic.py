@@ -11,6 +11,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from crownsam.common.errors import InputError
+
+
+def check_output_folder(target: str | Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that is an existing file (or below one): one line
+    naming the path and the option, instead of an ``mkdir`` error at the end of the run. ``gs://``
+    prefixes have no such conflict."""
+    text = str(target)
+    if "://" in text:
+        return
+    p = Path(text)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "is a file" if q == p else f"lies under the file {q}"
+                raise InputError(p, f"{where}; {option} needs a folder")
+            return
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.common.vector import read_segments
 from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
@@ -61,6 +61,9 @@ def prepare(req: PseudolabelRequest) -> tuple[Plan, object, str]:
     local orthophoto path."""
     if not str(req.out).lower().endswith(".gpkg"):
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
+    parts = resume_uri(req)
+    if parts:
+        check_output_folder(parts, "--resume-dir")
     ortho = str(storage.fetch(req.ortho, req.cache_dir, what="raster"))
     segments = str(storage.fetch(req.segments, req.cache_dir, what="segments file"))
     if req.plan:

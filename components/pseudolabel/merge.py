@@ -77,6 +77,13 @@ def merge_shards(inputs: list[str], out: str, cache_dir: str | None = None) -> d
     """Concatenate shard GeoPackages (sorted by ``segment_id``) and merge their summaries; atomic."""
     if not inputs:
         raise InputError(out, "no shard outputs to merge")
+    for u in inputs:  # name the shard the user gave, not the summary derived from it
+        if not storage.exists(u):
+            raise InputError(u, "shard output not found")
+        if not storage.exists(summary_of(u)):
+            raise InputError(
+                u, f"has no summary beside it ({summary_of(u)}); not a pseudolabel shard output?"
+            )
     summaries = [json.loads(storage.read_bytes(summary_of(u))) for u in inputs]
     merged = merge_summaries(summaries, inputs)
     frames = [gpd.read_file(storage.fetch(u, cache_dir, what="shard output"), layer=LAYER) for u in inputs]

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crownsam.common.atomic import atomic_path, write_json
+from crownsam.common.atomic import atomic_path, check_output_folder, write_json
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
 from crownsam.common.progress import progress_bar
@@ -275,6 +275,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     (also written to ``<out>/metrics.json``; the MLflow run id is ``metrics["run_id"]`` and in
     ``<out>/run.json``). Under torchrun, ranks other than 0 return ``{"rank": r}``."""
     cfg.validate()
+    check_output_folder(cfg.out_dir, "--out")
     dist = Dist.from_env()
     prep = prepare(cfg)
     ckpt = check_resume(cfg, prep)
