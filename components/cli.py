@@ -16,6 +16,7 @@ STEP_CLIS = (
     "crownsam.chm.cli",
     "crownsam.tiling.cli",
     "crownsam.pseudolabel.cli",
+    "crownsam.everything.cli",
     "crownsam.evaluation.cli",
     "crownsam.coco.cli",
     "crownsam.training.cli",

@@ -1,4 +1,5 @@
-"""Sub-pipeline: window plan -> pseudolabel shards in parallel (GPU) -> merged pseudolabels."""
+"""Sub-pipeline: window plan -> pseudolabel shards in parallel (GPU) -> merged pseudolabels (exclusive
+across windows where the shards meet)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input
@@ -32,7 +33,22 @@ def pseudolabel_pipeline(
     sam2_checkpoint: str = "",
     untrained: bool = False,
     rgb_bands: str = "3,2,1",
+    chm_uri: str = "",
+    chm_fingerprint: str = "",
+    min_ndvi: float = -1.0,
+    red_band: int = 0,
+    nir_band: int = 0,
+    prompt: str = "box",
+    negative_calibration: bool = False,
+    exclusive: bool = True,
+    fallback: bool = True,
+    fallback_min_area_ratio: float = 0.2,
+    fallback_max_area_ratio: float = 8.0,
+    fallback_min_iou: float = 0.1,
+    fallback_min_score: float = 0.5,
 ) -> Dataset:
+    """Parameters: ``TileParams``, ``Sam2Params`` and ``PseudolabelParams`` (pipeline names);
+    ``chm_uri`` (optional) gives treetops of segments without treetop columns."""
     plan = cpu_task(
         tile_op(
             ortho_uri=ortho_uri,
@@ -51,9 +67,22 @@ def pseudolabel_pipeline(
                 plan=plan.outputs["plan"],
                 shard=shard,
                 shards=shards,
+                chm_uri=chm_uri,
+                chm_fingerprint=chm_fingerprint,
                 sam2_model=sam2_model,
                 sam2_checkpoint=sam2_checkpoint,
                 untrained=untrained,
+                min_ndvi=min_ndvi,
+                red_band=red_band,
+                nir_band=nir_band,
+                prompt=prompt,
+                negative_calibration=negative_calibration,
+                exclusive=exclusive,
+                fallback=fallback,
+                fallback_min_area_ratio=fallback_min_area_ratio,
+                fallback_max_area_ratio=fallback_max_area_ratio,
+                fallback_min_iou=fallback_min_iou,
+                fallback_min_score=fallback_min_score,
             ).set_display_name("pseudolabel shard")
         )
     merged = cpu_task(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
+import rasterio
 
 from crownsam import cli
 from crownsam.pseudolabel import sam2_model
@@ -175,6 +176,41 @@ def output_not_gpkg(d: Path) -> Inputs:
     return Inputs(good_raster(d), good_segments(d), named="labels.shp", out_name="labels.shp")
 
 
+def ndvi_band_out_of_range(d: Path) -> Inputs:
+    ortho = good_raster(d)
+    extra = ["--min-ndvi", "0.3", "--red-band", "3", "--nir-band", "9"]
+    return Inputs(ortho, good_segments(d), named=str(ortho), extra=extra)
+
+
+def raster_without_nir(d: Path) -> Inputs:
+    """Bands described blue, green, red: no NIR band for --min-ndvi."""
+    ortho = write_raster(d / "rgb.tif", bands=3)
+    with rasterio.open(ortho, "r+") as dst:
+        for i, name in enumerate(("blue", "green", "red"), start=1):
+            dst.set_band_description(i, name)
+    return Inputs(ortho, good_segments(d), named=str(ortho), extra=["--min-ndvi", "0.3"])
+
+
+def treetops_outside_segment(d: Path) -> Inputs:
+    seg = good_segments(d, "treetops.gpkg")
+    gdf = gpd.read_file(seg)
+    gdf["treetop_x"] = gdf.geometry.centroid.x
+    gdf["treetop_y"] = gdf.geometry.centroid.y
+    gdf.loc[1, "treetop_x"] += 50.0  # 50 m east of its 2 m segment
+    gdf.to_file(seg, layer="segments", driver="GPKG")
+    return Inputs(good_raster(d), seg, named=str(seg), extra=["--prompt", "point"])
+
+
+def bad_option(*extra: str) -> Callable[[Path], Inputs]:
+    """A valid run with one bad option value: the error names the (first) option."""
+
+    def build(d: Path) -> Inputs:
+        return Inputs(good_raster(d), good_segments(d), named=extra[0], extra=list(extra))
+
+    build.__name__ = "bad" + "_".join(e.lstrip("-").replace("-", "_") for e in extra[::2])
+    return build
+
+
 BuildCase = Callable[[Path], Inputs]
 SHARED: list[tuple[BuildCase, str]] = [
     (missing_raster, "raster not found"),
@@ -196,6 +232,22 @@ PSEUDOLABEL_ONLY: list[tuple[BuildCase, str]] = [
     (not_a_checkpoint, "not a readable PyTorch checkpoint"),
     (plan_for_other_segments, "plan was made for another segments file"),
     (output_not_gpkg, "output must be a GeoPackage"),
+    (ndvi_band_out_of_range, "--nir-band 9 out of range: the raster has bands 1..6"),
+    (raster_without_nir, "no band is described as NIR"),
+    (treetops_outside_segment, "1 treetop(s) lie outside their segment (segment_id 2)"),
+    (bad_option("--min-ndvi", "1.5"), "--min-ndvi must be in [-1, 1], got 1.5"),
+    (bad_option("--red-band", "0"), "--red-band must be a positive integer, got 0"),
+    (bad_option("--nir-band", "-2"), "--nir-band must be a positive integer, got -2"),
+    (bad_option("--red-band", "3", "--nir-band", "3"), "--red-band and --nir-band are both 3"),
+    (bad_option("--fallback-min-area-ratio", "0"), "--fallback-min-area-ratio must be a positive number"),
+    (bad_option("--fallback-max-area-ratio", "-1"), "--fallback-max-area-ratio must be a positive number"),
+    (
+        bad_option("--fallback-min-area-ratio", "3", "--fallback-max-area-ratio", "2"),
+        "--fallback-min-area-ratio 3 must be below --fallback-max-area-ratio 2",
+    ),
+    (bad_option("--fallback-min-iou", "1.5"), "--fallback-min-iou must be in [0, 1], got 1.5"),
+    (bad_option("--fallback-min-score", "-0.1"), "--fallback-min-score must be in [0, 1], got -0.1"),
+    (bad_option("--fallback-min-score", "nan"), "--fallback-min-score must be a number, got nan"),
 ]
 NEEDS_MODEL = {missing_checkpoint, unreachable_checkpoint, not_a_checkpoint}
 MATRIX = [("tile", b, p) for b, p in SHARED] + [("pseudolabel", b, p) for b, p in SHARED + PSEUDOLABEL_ONLY]
@@ -295,6 +347,10 @@ def test_bad_input_one_line_exit_2_no_output(
         ("tile", ["--rgb-bands", "a,b"]),
         ("pseudolabel", ["--rgb-bands", "a,b"]),
         ("pseudolabel", ["--shard", "5/2"]),
+        ("pseudolabel", ["--prompt", "star"]),
+        ("pseudolabel", ["--min-ndvi", "abc"]),
+        ("pseudolabel", ["--red-band", "x"]),
+        ("pseudolabel", ["--fallback-min-iou", "high"]),
     ],
 )
 def test_bad_argument_syntax_is_an_argparse_error(

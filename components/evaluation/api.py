@@ -21,6 +21,8 @@ Rules (also in ``components/evaluation/README.md``):
 - **Detection.** A matched pair with IoU >= 0.5 is a true positive. Recall = crowns with such a match /
   evaluated crowns. Precision = labels with such a match / labels with at least 50 % of their area inside
   the area. F1 = 2PR/(P+R).
+- **Overlap.** Among the labels counted for precision: pairs of labels whose intersection has an area,
+  the sum of those pairwise intersection areas (m²), and that sum as a share of the labels' total area.
 - **Statistics.** Mean, median, sample SD (ddof=1) and a 95 % percentile bootstrap interval of the mean
   per-tree J (``n_boot`` resamples of the trees, ``numpy.random.default_rng(seed)``). Between two label
   sets, in the order given, the paired difference is d = J_later - J_earlier per tree, keyed
@@ -51,6 +53,7 @@ from crownsam.common.vector import read_polygons
 from crownsam.evaluation import stats
 from crownsam.evaluation.match import TREE_ID, Layer, clean_layer, inside_fraction, match_crowns, working_crs
 from crownsam.evaluation.params import DEFAULT_TITLE, EvaluateParams
+from crownsam.pseudolabel.overlap import polygon_overlaps
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ PER_TREE_COLUMNS = (
 )
 OUTPUT_FILES = {"per_tree": "per_tree.csv", "metrics": "metrics.json", "report": "report.html"}
 INSIDE_MIN = 0.5  # a label counts for precision when at least this fraction of its area is inside the area
-NAME_RE = re.compile(r"^[A-Za-z0-9_.]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -107,18 +110,24 @@ def pair_key(earlier: str, later: str) -> str:
 
 
 def check_names(names: Sequence[str]) -> None:
-    """Label-set names: at least one, unique, letters/digits/underscore/dot (they become metric keys)."""
+    """Label-set names: at least one, unique, letters/digits/``_``/``.``/``-`` (not first), and no two
+    pairs with the same key (``a-b`` vs ``c``; they become metric keys)."""
     if not names:
         raise InputError(None, "give at least one label set (--labels NAME=PATH)")
     for name in names:
         if not NAME_RE.match(name):
             raise InputError(
                 None,
-                f"label set name {name!r}: use letters, digits, '_' or '.' only (it becomes a metric key)",
+                f"label set name {name!r}: use letters, digits, '_', '.' or '-' (not first) only (it becomes "
+                "a metric key)",
             )
     seen = [n for i, n in enumerate(names) if n in names[:i]]
     if seen:
         raise InputError(None, f"label set name {seen[0]!r} given twice")
+    keys = [pair_key(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    clash = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if clash:
+        raise InputError(None, f"label set names give two comparisons the same key {clash[0]!r}; rename one")
 
 
 def _prepare(
@@ -267,6 +276,11 @@ def evaluate_label_sets(
         metrics[f"n_labels_in_area/{name}"] = float(counted.sum())
         metrics[f"n_matched/{name}"] = float(has.sum())
         metrics[f"n_no_overlap/{name}"] = float((~m.overlaps).sum())
+        pairs, shared = polygon_overlaps(layer.geoms[counted])
+        inside_area = float(shapely.area(layer.geoms[counted]).sum())
+        metrics[f"overlap_pairs/{name}"] = float(len(pairs))
+        metrics[f"overlap_area_m2/{name}"] = shared * to_m2
+        metrics[f"overlap_share/{name}"] = shared / inside_area if inside_area > 0 else math.nan
 
     ev = Evaluation(
         per_tree=pd.concat(frames, ignore_index=True)[list(PER_TREE_COLUMNS)],

@@ -35,12 +35,13 @@ def run(args: argparse.Namespace) -> int:
         return "nan" if not math.isfinite(v) else f"{v:.2f}"
 
     sets = "; ".join(
-        f"{s} {f(m[f'jaccard_mean/{s}'])} [{f(m[f'jaccard_ci_low/{s}'])}, {f(m[f'jaccard_ci_high/{s}'])}]"
+        f"{s} {f(m[f'jaccard_mean/{s}'])} [{f(m[f'jaccard_ci_low/{s}'])}, {f(m[f'jaccard_ci_high/{s}'])}] "
+        f"F1 {f(m[f'f1/{s}'])} overlapping pairs {int(m[f'overlap_pairs/{s}'])}"
         for s in ev.label_sets
     )
     print(
         f"crownsam: evaluated {int(m['n_trees'])} manual crowns -> {args.out}/"
-        f"{{{','.join(OUTPUT_FILES.values())}}}; mean Jaccard [95% CI]: {sets}"
+        f"{{{','.join(OUTPUT_FILES.values())}}}; mean Jaccard [95% CI], F1, overlapping label pairs: {sets}"
     )
     if ev.pairs:
         diffs = "; ".join(

@@ -330,12 +330,27 @@ def _summary_table(ev, colors: dict[str, str]) -> str:
             f"<td>{fmt(m[f'f1/{s}'])}</td>"
             f"<td>{int(m[f'tp/{s}'])} / {int(m['n_trees'])} / {int(m[f'n_labels_in_area/{s}'])}</td>"
             f"<td>{int(m[f'n_no_overlap/{s}'])}</td>"
+            f"<td>{_overlap_cell(m, s)}</td>"
             "</tr>"
         )
     return (
         '<table class="summary"><thead><tr><th>label set</th><th>mean J [95 % CI]</th><th>median J</th>'
         "<th>SD</th><th>precision</th><th>recall</th><th>F1</th><th>TP / trees / labels in area</th>"
-        "<th>trees without overlap</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<th>trees without overlap</th><th>overlapping label pairs (m², share)</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def _overlap_cell(m: dict, s: str) -> str:
+    """Overlapping label pairs, their overlap area and its share of the labels' area (labels in area)."""
+    pairs = m.get(f"overlap_pairs/{s}")
+    if pairs is None or not math.isfinite(pairs):
+        return "–"
+    share = m.get(f"overlap_share/{s}", math.nan)
+    return (
+        f"{int(pairs)} <span class=ci>({fmt(m[f'overlap_area_m2/{s}'])} m², "
+        f"{fmt(100 * share, 1) if math.isfinite(share) else '–'} %)</span>"
     )
 
 
@@ -400,6 +415,9 @@ def _rules(ev) -> list[str]:
         html.escape(ev.area_rule[0].upper() + ev.area_rule[1:]) + ".",
         "A detection is a matched pair with J ≥ 0.5. Recall = detected crowns / evaluated crowns; "
         "precision = detecting labels / labels in the area; F1 = 2PR / (P + R).",
+        "Overlap: among the labels in the area, the pairs of labels that share area, the sum of those "
+        "pairwise shared areas, and that sum as a share of the labels' total area (0 for exclusive "
+        "labels).",
         f"Intervals: 95 % percentile bootstrap over trees ({ev.n_boot} resamples, seed {ev.seed}); SD is "
         "the sample standard deviation. Paired differences are later minus earlier label set (as given), "
         "per tree, with a two-sided Wilcoxon signed-rank test.",

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         segments=args.segments,
         out=args.out,
         plan=args.plan,
+        chm=args.chm,
         shard=args.shard,
         summary=args.summary,
         cache_dir=args.cache_dir,
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"crownsam: {s['segments_labeled']} pseudolabels from {s['segments_prompted']} prompts in "
         f"{s['windows_processed']} windows -> {args.out} (summary {summary_path(req)}); "
-        f"skipped {json.dumps(s['skipped_by_reason'])}"
+        f"skipped {json.dumps(s['skipped_by_reason'])}; fallbacks {json.dumps(s['fallbacks_by_reason'])}; "
+        f"overlapping pairs {s['overlap_in_output']['pairs']}"
+        + (" (resolved by merge-labels)" if s["exclusive"]["pending"] else "")
         + ("; UNTRAINED SAM2: these masks are meaningless" if s["untrained"] else "")
     )
     return 0
@@ -50,7 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_pseudolabel_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("pseudolabel", help="prompt SAM2 with each segment's box; write pseudolabel polygons")
+    s = sub.add_parser(
+        "pseudolabel", help="prompt SAM2 with each segment's box or treetop; write pseudolabel polygons"
+    )
     s.add_argument("--ortho", required=True, help="orthophoto GeoTIFF (path or gs:// URI)")
     s.add_argument(
         "--segments", required=True, help="coarse segments, GeoPackage or any OGR format (path or gs://)"
@@ -58,6 +63,9 @@ def add_pseudolabel_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="pseudolabels GeoPackage to write (path or gs://)")
     s.add_argument("--plan", help="window plan from `crownsam tile` (made here if omitted)")
     s.add_argument("--shard", type=shard_arg, help="process only shard I of N of the plan, e.g. 0/4")
+    s.add_argument(
+        "--chm", help="canopy height model: treetops of segments given without treetop_x/treetop_y columns"
+    )
     add_sam2_options(s)
     add_options(s, PseudolabelParams)
     s.add_argument("--summary", help="run summary JSON (default OUT with .summary.json)")
@@ -83,8 +91,14 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def add_merge_parser(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("merge-labels", help="gather pseudolabel shard outputs into one GeoPackage + summary")
-    m.add_argument("--inputs", nargs="+", required=True, help="shard GeoPackages (summaries beside them)")
+    m = sub.add_parser(
+        "merge-labels",
+        help="gather pseudolabel shard outputs into one GeoPackage + summary; exclusive labels: resolve "
+        "pixels that labels of different windows both claim",
+    )
+    m.add_argument(
+        "--inputs", nargs="+", required=True, help="shard GeoPackages (summaries and claims beside them)"
+    )
     m.add_argument("--out", required=True, help="merged GeoPackage (path or gs://)")
     m.add_argument("--cache-dir", help="download cache for gs:// inputs")
     m.set_defaults(func=run_merge)

@@ -18,12 +18,26 @@ def pseudolabel_op(
     shard: int,
     shards: int,
     labels: Output[Dataset],
+    chm_uri: str = "",
+    chm_fingerprint: str = "",
     sam2_model: str = "sam2.1_hiera_t",
     sam2_checkpoint: str = "",
     untrained: bool = False,
+    min_ndvi: float = -1.0,
+    red_band: int = 0,
+    nir_band: int = 0,
+    prompt: str = "box",
+    negative_calibration: bool = False,
+    exclusive: bool = True,
+    fallback: bool = True,
+    fallback_min_area_ratio: float = 0.2,
+    fallback_max_area_ratio: float = 8.0,
+    fallback_min_iou: float = 0.1,
+    fallback_min_score: float = 0.5,
 ):
-    """Pseudolabel shard ``shard`` of ``shards``; writes a folder with pseudolabels.gpkg + summary.
-    Parameters: ``Sam2Params`` and ``PseudolabelParams``.
+    """Pseudolabel shard ``shard`` of ``shards``; writes a folder with pseudolabels.gpkg + summary (and
+    the claims merge-labels needs for exclusive labels). Parameters: ``Sam2Params`` and
+    ``PseudolabelParams``; ``chm_uri`` (optional) gives treetops of segments without treetop columns.
 
     Finished windows are kept beside the output (``<labels>.parts``) so a retried task resumes.
     """
@@ -42,7 +56,20 @@ def pseudolabel_op(
         sam2=Sam2Params.from_pipeline(
             sam2_model=sam2_model, sam2_checkpoint=sam2_checkpoint, untrained=untrained
         ),
-        params=PseudolabelParams.from_pipeline(),
+        params=PseudolabelParams.from_pipeline(
+            min_ndvi=min_ndvi,
+            red_band=red_band,
+            nir_band=nir_band,
+            prompt=prompt,
+            negative_calibration=negative_calibration,
+            exclusive=exclusive,
+            fallback=fallback,
+            fallback_min_area_ratio=fallback_min_area_ratio,
+            fallback_max_area_ratio=fallback_max_area_ratio,
+            fallback_min_iou=fallback_min_iou,
+            fallback_min_score=fallback_min_score,
+        ),
+        chm=chm_uri or None,
     )
 
 

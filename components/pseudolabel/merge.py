@@ -1,4 +1,6 @@
-"""Gather the outputs of pseudolabel shards into one GeoPackage and one summary."""
+"""Gather the outputs of pseudolabel shards into one GeoPackage and one summary; with exclusive labels,
+resolve the pixels that labels of different windows both claim (the same step an unsharded run does at
+its end, on the same data, so sharded and unsharded runs give identical labels)."""
 
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+from rasterio import Affine
 
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import InputError
 from crownsam.common.vector import ID_COLUMN
-from crownsam.pseudolabel.api import LAYER
+from crownsam.pseudolabel.api import LAYER, claims_path
+from crownsam.pseudolabel.exclusive import Claim, resolve_across_windows
+from crownsam.pseudolabel.run import label_figures
 
 SUMMED = ("windows_planned", "windows_processed", "windows_resumed", "segments_prompted", "segments_labeled")
 
@@ -51,6 +56,7 @@ def merge_summaries(summaries: list[dict], sources: list[str]) -> dict:
     for k in SUMMED:
         merged[k] = sum(int(s.get(k) or 0) for s in summaries)
     skipped = sorted((x for s in summaries for x in s["skipped_segments"]), key=lambda x: x["segment_id"])
+    merged |= summed_sections(summaries)
     merged |= {
         "shard": None,
         "shards": len(summaries),
@@ -73,8 +79,79 @@ def merge_summaries(summaries: list[dict], sources: list[str]) -> dict:
     return merged
 
 
+def _add(a: dict, b: dict) -> dict:
+    """Sum two nested dicts of counts (None and non-numbers: the first one's value)."""
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _add(out[k], v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(out.get(k), (int, float)):
+            out[k] = out[k] + v
+        elif k not in out or out[k] is None:
+            out[k] = v
+    return out
+
+
+def summed_sections(summaries: list[dict]) -> dict:
+    """The per-window counters of the shards, summed: calibration, exclusive (within windows), treetop
+    sources, vegetation filter, seconds by stage."""
+    out: dict = {}
+    for key in ("calibration", "treetop_sources", "vegetation", "seconds_by_stage", "exclusive"):
+        parts = [s[key] for s in summaries if s.get(key) is not None]
+        if parts:
+            total: dict = {}
+            for part in parts:
+                total = _add(total, part)
+            if key == "vegetation":
+                total["min_ndvi"] = parts[0]["min_ndvi"]
+                total["red_band"], total["nir_band"] = parts[0]["red_band"], parts[0]["nir_band"]
+            out[key] = total
+    return out
+
+
+def read_claims(uri: str, run_key: str) -> dict[int, Claim]:
+    """The claims a shard wrote beside its labels (see :func:`crownsam.pseudolabel.api.claims_path`)."""
+    path = claims_path(uri)
+    if not storage.exists(path):
+        raise InputError(path, "claims of this shard are missing (needed for exclusive labels)")
+    try:
+        d = json.loads(storage.read_bytes(path))
+    except ValueError as exc:
+        raise InputError(path, f"not a claims file ({exc})") from exc
+    if d.get("run_key") != run_key:
+        raise InputError(path, "claims belong to another run than the shard's labels")
+    return {c.segment_id: c for c in (Claim.from_dict(x) for x in d["claims"])}
+
+
+def resolve_shards(
+    labels: gpd.GeoDataFrame, merged: dict, inputs: list[str], summaries: list[dict]
+) -> gpd.GeoDataFrame:
+    """The cross-window exclusive step on the merged labels; updates ``merged`` (in place)."""
+    claims: dict[int, Claim] = {}
+    for uri, s in zip(inputs, summaries, strict=True):
+        claims |= read_claims(uri, s["run_key"])
+    missing = set(labels[ID_COLUMN].astype(int)) - set(claims)
+    if missing:
+        raise InputError(inputs[0], f"no claim for segment_id {min(missing)} (shard outputs incomplete?)")
+    width, height = merged["raster_size"]
+    res = resolve_across_windows(labels, claims, Affine(*merged["transform"]), int(width), int(height))
+    ex = merged["exclusive"]
+    ex["cross_window_pairs"] = res.pairs
+    ex["pixels_reassigned_across_windows"] = res.pixels_reassigned
+    ex["pending"] = False
+    skipped = sorted(merged["skipped_segments"] + res.dropped, key=lambda x: x["segment_id"])
+    merged |= {
+        "skipped_segments": skipped,
+        "segments_skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(Counter(x["reason"] for x in skipped).items())),
+        "segments_labeled": len(res.labels),
+    }
+    return res.labels
+
+
 def merge_shards(inputs: list[str], out: str, cache_dir: str | None = None) -> dict:
-    """Concatenate shard GeoPackages (sorted by ``segment_id``) and merge their summaries; atomic."""
+    """Concatenate shard GeoPackages (sorted by ``segment_id``) and merge their summaries; with exclusive
+    labels, resolve pixels claimed by labels of different windows; atomic."""
     if not inputs:
         raise InputError(out, "no shard outputs to merge")
     for u in inputs:  # name the shard the user gave, not the summary derived from it
@@ -94,6 +171,10 @@ def merge_shards(inputs: list[str], out: str, cache_dir: str | None = None) -> d
     labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
     if len(labels) != merged["segments_labeled"]:
         raise InputError(inputs[0], "shard outputs and their summaries disagree on the number of labels")
+    if any((s.get("exclusive") or {}).get("pending") for s in summaries):
+        labels = resolve_shards(labels, merged, inputs, summaries)
+    pixel_area = abs(Affine(*merged["transform"]).determinant) if merged.get("transform") else 0.0
+    merged |= label_figures(labels, pixel_area)
     with (
         storage.local_output(out, cache_dir) as out_local,
         storage.local_output(summary_of(out), cache_dir) as summary_local,

@@ -1,7 +1,8 @@
-"""The box-prompt predictor interface, and a deterministic known-answer predictor for geometry tests."""
+"""The prompt-predictor interface, and a deterministic known-answer predictor for geometry tests."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import geopandas as gpd
@@ -10,14 +11,38 @@ import rasterio.features
 from rasterio import Affine
 from scipy import ndimage
 
+from crownsam.pseudolabel.masks import LogitPatch, floor_px, region_tuple, support
 from crownsam.tiling.plan import WindowTask
 
+POSITIVE, NEGATIVE, PAD = 1, 0, -1  # point labels, as SAM2's prompt encoder reads them
 
-class BoxPredictor(Protocol):
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """Prompts for one decoder call, in window pixels (continuous: x = column, y = row, a pixel's centre
+    at ``+0.5``). ``boxes``: (B, 4) XYXY or None; ``points``: (B, N, 2) or None, with ``labels`` (B, N):
+    1 positive, 0 negative, -1 padding (ignored)."""
+
+    boxes: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.boxes is None and self.points is None:
+            raise ValueError("a prompt needs a box or points")
+        if (self.points is None) != (self.labels is None):
+            raise ValueError("points and labels go together")
+
+    def __len__(self) -> int:
+        return len(self.boxes) if self.boxes is not None else len(self.points)  # type: ignore[arg-type]
+
+
+class PromptPredictor(Protocol):
     """What the pseudolabeling loop needs from a segmenter (SAM2, or a known-answer stand-in).
 
-    ``set_image`` once per window, then ``predict_boxes`` any number of times. Boxes are XYXY in window
-    pixels; ``regions`` are ``(r0, c0, r1, c1)`` window-pixel crops in which each mask is wanted.
+    ``set_image`` once per window, then ``predict`` any number of times. ``regions`` are ``(r0, c0, r1,
+    c1)`` window-pixel crops in which each mask is wanted; each answer is a :class:`LogitPatch` that
+    covers its region (mask = logits > 0) and a score (the predictor's own quality estimate).
     """
 
     name: str
@@ -26,9 +51,10 @@ class BoxPredictor(Protocol):
 
     def set_image(self, image: np.ndarray, window: WindowTask) -> None: ...
 
-    def predict_boxes(self, boxes: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """Return one boolean mask per box (shaped like its region) and one score per box."""
-        ...
+    def predict(self, prompts: PromptBatch, regions: np.ndarray) -> tuple[list[LogitPatch], np.ndarray]: ...
+
+
+BoxPredictor = PromptPredictor  # the name this interface had when it took boxes only
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -40,12 +66,25 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
 
 
+def point_pixel(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of the pixel holding each continuous point ``(x, y)``: ``floor`` of each coordinate
+    (a point on a pixel edge, within :data:`~crownsam.pseudolabel.masks.SNAP_PX`, belongs to the pixel
+    to its right or below)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    return floor_px(xy[:, 1]).astype(np.int64), floor_px(xy[:, 0]).astype(np.int64)
+
+
 class KnownAnswerPredictor:
-    """Returns the true crown mask for each box: the truth crown whose bounding box best matches the
-    prompt box (highest box IoU), cut to the requested region.
+    """Returns true crowns, so that any pixel of disagreement comes from our own geometry code.
+
+    Rule, per prompt: the crown is the truth crown holding the first positive point (its pixel by
+    :func:`point_pixel`; none when that pixel holds no crown); without a positive point, the crown whose
+    bounding box best matches the prompt box (highest box IoU). Crowns holding a negative point are
+    removed. Logits are +1 on the answer and -1 elsewhere, cut to the requested region; the score is 1
+    when a crown was found, else 0.
 
     Rasterises the truth polygons on each window's grid (pixel centres), so a pseudolabel that is off by
-    a pixel anywhere in the tiling, box or georeferencing chain no longer matches the truth exactly.
+    a pixel anywhere in the tiling, box, point or georeferencing chain no longer matches the truth exactly.
     """
 
     name = "known-answer"
@@ -69,12 +108,59 @@ class KnownAnswerPredictor:
             dtype=np.float64,
         ).reshape(-1, 4)
 
-    def predict_boxes(self, boxes: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    def crown_at(self, xy: np.ndarray) -> np.ndarray:
+        """Truth crown id (1-based, 0 for none) at each window-pixel point."""
         assert self._ids is not None, "set_image first"
-        masks, scores = [], []
-        for box, (r0, c0, r1, c1) in zip(boxes, regions, strict=True):
-            iou = box_iou(np.asarray(box, dtype=np.float64), self._bboxes)
-            crown = int(self._labels[np.argmax(iou)]) if iou.size and iou.max() > 0 else -1
-            masks.append(self._ids[r0:r1, c0:c1] == crown)
-            scores.append(float(iou.max()) if crown > 0 else 0.0)
-        return masks, np.asarray(scores, dtype=np.float32)
+        rows, cols = point_pixel(xy)
+        h, w = self._ids.shape
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        out = np.zeros(len(rows), dtype=np.int64)
+        out[inside] = self._ids[rows[inside], cols[inside]]
+        return out
+
+    def crown_of_box(self, box: np.ndarray) -> int:
+        """The crown whose bounding box best matches ``box`` (highest box IoU), or 0 for none."""
+        iou = box_iou(np.asarray(box, dtype=np.float64), self._bboxes)
+        return int(self._labels[np.argmax(iou)]) if iou.size and iou.max() > 0 else 0
+
+    def answer(self, prompts: PromptBatch, i: int) -> tuple[set[int], set[int]]:
+        """(crowns the prompt ``i`` asks for, crowns its negative points exclude)."""
+        positive: set[int] = set()
+        negative: set[int] = set()
+        if prompts.points is not None and prompts.labels is not None:
+            ids = self.crown_at(prompts.points[i])
+            labels = prompts.labels[i]
+            pos = ids[labels == POSITIVE]
+            if pos.size:
+                positive = {int(pos[0])} - {0}
+            negative = {int(c) for c in ids[labels == NEGATIVE]} - {0}
+            if pos.size:
+                return positive, negative
+        if prompts.boxes is not None:
+            positive = {self.crown_of_box(prompts.boxes[i])} - {0}
+        return positive, negative
+
+    def logits(self, crowns: set[int], region: tuple[int, int, int, int]) -> LogitPatch:
+        """+1 on ``crowns`` and -1 elsewhere, in ``region``, as a full-resolution patch."""
+        assert self._ids is not None, "set_image first"
+        r0, c0, r1, c1 = region
+        hw = (int(self._ids.shape[0]), int(self._ids.shape[1]))
+        y0, y1 = support(r0, r1, hw[0], hw[0])
+        x0, x1 = support(c0, c1, hw[1], hw[1])
+        sub = self._ids[y0:y1, x0:x1]
+        data = np.where(np.isin(sub, list(crowns)), 1.0, -1.0).astype(np.float32)
+        return LogitPatch(data, y0, x0, hw, hw)
+
+    def predict(self, prompts: PromptBatch, regions: np.ndarray) -> tuple[list[LogitPatch], np.ndarray]:
+        patches, scores = [], []
+        for i, region in enumerate(regions):
+            positive, negative = self.answer(prompts, i)
+            wanted = positive - negative
+            patches.append(self.logits(wanted, region_tuple(region)))
+            scores.append(1.0 if wanted else 0.0)
+        return patches, np.asarray(scores, dtype=np.float32)
+
+    def predict_boxes(self, boxes: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Masks (boolean, one per region) for box prompts."""
+        patches, scores = self.predict(PromptBatch(boxes=np.asarray(boxes)), regions)
+        return [p.upsample(region_tuple(r)) > 0 for p, r in zip(patches, regions, strict=True)], scores

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WindowResult:
-    """What one window produced: label attribute rows, their polygons, skipped segments, timings."""
+    """What one window produced: label attribute rows, their polygons, skipped segments, the labels'
+    claims for the cross-window exclusive step (:class:`crownsam.pseudolabel.exclusive.Claim` as dicts),
+    counters for the summary, timings."""
 
     key: str
     rows: list[dict] = field(default_factory=list)
@@ -27,6 +29,9 @@ class WindowResult:
     skipped: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     prompts: int = 0
+    claims: list[dict] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self, run_key: str) -> bytes:
         d = asdict(self) | {"run_key": run_key, "geoms": [shapely.to_wkb(g, hex=True) for g in self.geoms]}
@@ -40,8 +45,16 @@ class WindowResult:
         return run_key, cls(**d)
 
 
-def run_key(plan: Plan, model: str, checkpoint: str | None, untrained: bool, batch_size: int) -> str:
-    """Identity of a run's inputs: parts saved under another key are ignored (and overwritten)."""
+def run_key(
+    plan: Plan,
+    model: str,
+    checkpoint: str | None,
+    untrained: bool,
+    batch_size: int,
+    settings: dict | None = None,
+) -> str:
+    """Identity of a run's inputs: parts saved under another key are ignored (and overwritten).
+    ``settings``: everything else that changes the labels (prompting, filters, CHM), as plain values."""
     ident = {
         "segments": plan.segments_sha256,
         "grid": [plan.width, plan.height, list(plan.transform), plan.window, plan.stride],
@@ -52,6 +65,8 @@ def run_key(plan: Plan, model: str, checkpoint: str | None, untrained: bool, bat
         "untrained": untrained,
         "batch_size": batch_size,
     }
+    if settings:
+        ident["settings"] = settings  # type: ignore[assignment]
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

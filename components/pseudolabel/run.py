@@ -1,4 +1,19 @@
-"""The pseudolabeling loop over a window plan: read window, embed once, prompt boxes in batches, vectorise."""
+"""The pseudolabeling loop over a window plan.
+
+Each window goes through three stages, kept apart so that they can run as a pipeline (reads ahead,
+post-processing beside the model):
+
+1. :func:`read_window`: read the window's bands, stretch them to uint8 RGB, and compute the window-pixel
+   prompts (boxes, treetop points, regions) of its segments.
+2. :func:`predict_window`: the model: one image embedding, the first pass over all prompts in batches,
+   then (``negative_calibration``) the re-prompts of overlapping masks, batched the same way. Only
+   decoder calls on the window's embedding: no second embedding.
+3. :func:`postprocess_window`: upsample each mask in its region, keep its largest component, check it
+   against its coarse segment (fallback), resolve contested pixels (``exclusive``) and vectorise.
+
+After all windows, :func:`resolve_run` resolves pixels contested by labels of different windows (an
+unsharded run; a sharded run leaves this to the merge).
+"""
 
 from __future__ import annotations
 
@@ -18,23 +33,46 @@ from rasterio.windows import Window
 from crownsam.common.progress import progress_bar
 from crownsam.common.raster import open_raster, read_rgb_window
 from crownsam.common.vector import ID_COLUMN
+from crownsam.pseudolabel.exclusive import (
+    SKIP_EMPTY_AFTER_EXCLUSIVE,
+    Claim,
+    inside_region,
+    resolve_across_windows,
+    resolve_claims,
+)
+from crownsam.pseudolabel.fallback import fallback_reason, mask_vs_segment
 from crownsam.pseudolabel.masks import (
+    LogitPatch,
     clip_boxes,
     largest_component,
     mask_to_polygon,
     neighbourhoods,
+    region_tuple,
     touches_border,
 )
-from crownsam.pseudolabel.predictor import BoxPredictor
+from crownsam.pseudolabel.overlap import mask_overlaps, overlap_figures
+from crownsam.pseudolabel.params import PseudolabelParams
+from crownsam.pseudolabel.predictor import PromptPredictor
+from crownsam.pseudolabel.prompts import batches, negatives_from_pairs
 from crownsam.pseudolabel.resume import WindowResult, WindowStore
+from crownsam.pseudolabel.treetops import to_window_pixels
 from crownsam.tiling.plan import Plan, WindowTask, pixel_geometries
 
 log = logging.getLogger(__name__)
 
 SKIP_EMPTY_MASK = "empty_mask"
+# Columns the prepared segments carry into the loop (set by crownsam.pseudolabel.api.prepare).
+TREETOP_X, TREETOP_Y, NDVI = "_treetop_x", "_treetop_y", "_ndvi"
 COLUMNS = [
     ID_COLUMN,
+    "label_source",
+    "fallback_reason",
     "sam_score",
+    "mask_area_ratio",
+    "mask_iou",
+    "prompt",
+    "negatives",
+    "ndvi",
     "window_row",
     "window_col",
     "window_row_off",
@@ -45,6 +83,7 @@ COLUMNS = [
     "model",
     "untrained",
 ]
+STAGES = ("read", "embed", "first_pass", "calibration", "postprocess", "exclusive")
 
 
 @dataclass
@@ -52,12 +91,35 @@ class RunResult:
     """Pseudolabels (raster CRS) plus what happened, for the run summary."""
 
     labels: gpd.GeoDataFrame
+    claims: dict[int, Claim] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
     window_seconds: list[float] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stats: Counter = field(default_factory=Counter)
     seconds_total: float = 0.0
     seconds_in_model: float = 0.0
     prompts: int = 0
     windows_resumed: int = 0
+    exclusive_pending: bool = False
+
+
+# ------------------------------------------------------------------------------------------- stage 1
+
+
+@dataclass
+class WindowInput:
+    """A window's image and the window-pixel prompts of its segments (stage 1's output)."""
+
+    window: WindowTask
+    image: np.ndarray
+    segment_ids: list[int]
+    boxes: np.ndarray  # (n, 4) XYXY, clipped to the window
+    points: np.ndarray | None  # (n, 2) treetops, or None when prompting does not use them
+    segments_px: np.ndarray  # (n,) segment polygons in window pixels
+    segments: np.ndarray  # (n,) segment polygons in the raster's CRS
+    ndvi: np.ndarray  # (n,) NaN when the vegetation filter is off
+    regions: np.ndarray  # (n, 4) (r0, c0, r1, c1) where each mask is computed
+    seconds: float = 0.0
 
 
 def window_boxes(pix: np.ndarray, window: WindowTask) -> np.ndarray:
@@ -68,45 +130,24 @@ def window_boxes(pix: np.ndarray, window: WindowTask) -> np.ndarray:
     return clip_boxes(b, window.width, window.height)
 
 
-def label_window(
-    image: np.ndarray,
-    window: WindowTask,
-    boxes: np.ndarray,
-    predictor: BoxPredictor,
-    transform: Affine,
-    batch_size: int,
-) -> list[tuple[shapely.Polygon | None, float, int, bool]]:
-    """Embed the window once, prompt its boxes in batches; per box (polygon or None, score, px, cut)."""
-    predictor.set_image(image, window)
-    regions = neighbourhoods(boxes, window.width, window.height)
-    out: list[tuple[shapely.Polygon | None, float, int, bool]] = []
-    for start in range(0, len(boxes), batch_size):
-        sl = slice(start, start + batch_size)
-        masks, scores = predictor.predict_boxes(boxes[sl], regions[sl])
-        for mask, score, (r0, c0, _, _) in zip(masks, scores, regions[sl], strict=True):
-            lcc = largest_component(mask)
-            if lcc is None:
-                out.append((None, float(score), 0, False))
-                continue
-            t = transform @ Affine.translation(window.col_off + c0, window.row_off + r0)
-            out.append((mask_to_polygon(lcc, t), float(score), int(lcc.sum()), touches_border(lcc)))
-    return out
-
-
-def process_window(
-    src: rasterio.io.DatasetReader,
-    plan: Plan,
-    window: WindowTask,
-    segments_by_id: gpd.GeoDataFrame,
-    predictor: BoxPredictor,
-    batch_size: int,
-) -> WindowResult:
-    """Read one window, label its segments, and return rows ready for the output table."""
+def read_window(
+    src: rasterio.io.DatasetReader, plan: Plan, window: WindowTask, segments_by_id: gpd.GeoDataFrame
+) -> WindowInput:
+    """Stage 1: read the window's RGB (scene-wide stretch, padded to the plan's window size) and compute
+    its prompts. Treetops become points by the same transform chain as the boxes."""
     t0 = time.perf_counter()
     transform = Affine(*plan.transform[:6])
-    pixel_area = abs(transform.determinant)
     seg = segments_by_id.loc[window.segment_ids]
-    boxes = window_boxes(pixel_geometries(seg, transform), window)
+    pix = pixel_geometries(seg, transform)
+    boxes = window_boxes(pix, window)
+    points = None
+    if TREETOP_X in seg.columns:
+        xy = seg[[TREETOP_X, TREETOP_Y]].to_numpy(dtype=np.float64)
+        points = to_window_pixels(xy, transform, window.row_off, window.col_off)
+        points[:, 0] = np.clip(points[:, 0], 0.0, window.width)
+        points[:, 1] = np.clip(points[:, 1], 0.0, window.height)
+    shift = np.array([window.col_off, window.row_off], dtype=np.float64)
+    seg_px = shapely.transform(pix, lambda xy: xy - shift)
     rgb = read_rgb_window(
         src,
         Window(window.col_off, window.row_off, window.width, window.height),
@@ -114,49 +155,214 @@ def process_window(
         plan.stretch,
         pad_to=plan.window,
     )
-    labelled = label_window(rgb, window, boxes, predictor, transform, batch_size)
-    result = WindowResult(key=window.key, prompts=len(boxes))
-    for sid, (poly, score, npx, cut) in zip(window.segment_ids, labelled, strict=True):
-        if poly is None:
-            result.skipped.append({"segment_id": int(sid), "reason": SKIP_EMPTY_MASK})
+    ndvi = seg[NDVI].to_numpy(dtype=np.float64) if NDVI in seg.columns else np.full(len(seg), np.nan)
+    return WindowInput(
+        window=window,
+        image=rgb,
+        segment_ids=[int(s) for s in window.segment_ids],
+        boxes=boxes,
+        points=points,
+        segments_px=np.asarray(seg_px, dtype=object),
+        segments=np.asarray(seg.geometry.values, dtype=object),
+        ndvi=ndvi,
+        regions=neighbourhoods(boxes, window.width, window.height),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# ------------------------------------------------------------------------------------------- stage 2
+
+
+@dataclass
+class WindowPrediction:
+    """The model's answers for a window's prompts (stage 2's output)."""
+
+    patches: list[LogitPatch]
+    scores: np.ndarray
+    negatives: list[int]  # negative points each final answer was prompted with
+    reprompts: int = 0
+    overlap_first_pass: tuple[int, int] | None = None  # (pairs, pixels) when calibration looked
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def masks_of(
+    patches: list[LogitPatch], regions: np.ndarray, idx: list[int] | None = None
+) -> list[np.ndarray]:
+    """Boolean masks (logits > 0) of ``patches`` in their regions."""
+    idx = list(range(len(patches))) if idx is None else idx
+    return [patches[i].upsample(region_tuple(regions[i])) > 0 for i in idx]
+
+
+def predict_window(
+    predictor: PromptPredictor, inp: WindowInput, params: PseudolabelParams
+) -> WindowPrediction:
+    """Stage 2: embed once, prompt every segment in batches; with ``negative_calibration``, prompt each
+    mask that overlaps another again, with the other masks' treetops as negative points (label 0); the
+    refined answer replaces the first one."""
+    n = len(inp.segment_ids)
+    t0 = time.perf_counter()
+    predictor.set_image(inp.image, inp.window)
+    t1 = time.perf_counter()
+    patches: list[LogitPatch] = [None] * n  # type: ignore[list-item]
+    scores = np.zeros(n, dtype=np.float32)
+    for chunk, batch in batches(params.prompt, inp.boxes, inp.points, list(range(n)), params.batch_size):
+        got, s = predictor.predict(batch, inp.regions[chunk])
+        for k, i in enumerate(chunk):
+            patches[i], scores[i] = got[k], s[k]
+    t2 = time.perf_counter()
+    pred = WindowPrediction(patches=patches, scores=scores, negatives=[0] * n)
+    if params.negative_calibration and n > 1:
+        pairs, shared = mask_overlaps(masks_of(patches, inp.regions), inp.regions)
+        pred.overlap_first_pass = (len(pairs), shared)
+        negs = negatives_from_pairs(pairs, n)
+        redo = [i for i in range(n) if negs[i]]
+        for chunk, batch in batches(params.prompt, inp.boxes, inp.points, redo, params.batch_size, negs):
+            got, s = predictor.predict(batch, inp.regions[chunk])
+            for k, i in enumerate(chunk):
+                patches[i], scores[i] = got[k], s[k]
+                pred.negatives[i] = (
+                    int(np.count_nonzero(batch.labels[k] == 0)) if batch.labels is not None else 0
+                )
+        pred.reprompts = len(redo)
+    t3 = time.perf_counter()
+    pred.seconds = {"embed": t1 - t0, "first_pass": t2 - t1, "calibration": t3 - t2}
+    return pred
+
+
+# ------------------------------------------------------------------------------------------- stage 3
+
+
+def postprocess_window(
+    inp: WindowInput,
+    pred: WindowPrediction,
+    params: PseudolabelParams,
+    transform: Affine,
+    model: str,
+    untrained: bool,
+) -> WindowResult:
+    """Stage 3: masks -> labels. Largest component of each mask; fallback check against the coarse
+    segment; exclusive resolution of the window's labels (``segment_id`` order); vectorising."""
+    t0 = time.perf_counter()
+    w = inp.window
+    pixel_area = abs(transform.determinant)
+    n = len(inp.segment_ids)
+    regions = [region_tuple(r) for r in inp.regions]
+    logits = [pred.patches[i].upsample(regions[i]) for i in range(n)]
+    raw = [lg > 0 for lg in logits]
+    pairs, shared = mask_overlaps(raw, inp.regions)
+    lcc = [largest_component(m) for m in raw]
+    seg_px = [inside_region(inp.segments_px[i], regions[i]) for i in range(n)]
+    source, reason, ratio, iou = [], [], [], []
+    for i in range(n):
+        r, j = mask_vs_segment(lcc[i], seg_px[i], float(inp.segments_px[i].area))
+        ratio.append(r)
+        iou.append(j)
+        why = fallback_reason(lcc[i] is None, float(pred.scores[i]), r, j, params) if params.fallback else ""
+        reason.append(why)
+        source.append("coarse" if why else "sam2")
+    t1 = time.perf_counter()
+    final: list[np.ndarray | None] = list(lcc)
+    reassigned = 0
+    if params.exclusive:
+        order = sorted(range(n), key=lambda i: inp.segment_ids[i])
+        claims: list[np.ndarray] = []
+        for i in order:
+            mask = seg_px[i] if source[i] == "coarse" else lcc[i]
+            claims.append(mask if mask is not None else np.zeros_like(raw[i]))
+        values = [-np.inf if source[i] == "coarse" else logits[i] for i in order]
+        won = resolve_claims(claims, values, [regions[i] for i in order], (w.height, w.width))
+        for i, c, got in zip(order, claims, won, strict=True):
+            reassigned += int(c.sum() - got.sum())
+            final[i] = largest_component(got)
+    t2 = time.perf_counter()
+    result = WindowResult(key=w.key, prompts=n)
+    for i, sid in enumerate(inp.segment_ids):
+        r0, c0, _, _ = regions[i]
+        mask = final[i]
+        geom = None
+        if source[i] == "coarse" and not params.exclusive:
+            geom, npx, cut = inp.segments[i], round(inp.segments[i].area / pixel_area), False
+        elif mask is not None:
+            t = transform @ Affine.translation(w.col_off + c0, w.row_off + r0)
+            geom, npx, cut = mask_to_polygon(mask, t), int(mask.sum()), touches_border(mask)
+        if geom is None:
+            why = SKIP_EMPTY_MASK if lcc[i] is None and not params.fallback else SKIP_EMPTY_AFTER_EXCLUSIVE
+            result.skipped.append({"segment_id": int(sid), "reason": why})
             continue
-        result.geoms.append(poly)
+        if params.exclusive and mask is not None:
+            ys, xs = np.nonzero(mask)
+            box = (r0 + int(ys.min()), c0 + int(xs.min()), r0 + int(ys.max()) + 1, c0 + int(xs.max()) + 1)
+            patch = pred.patches[i].crop(box) if source[i] == "sam2" else None
+            result.claims.append(Claim(int(sid), w.row_off, w.col_off, box, patch).to_dict())
+        result.geoms.append(geom)
         result.rows.append(
             {
                 ID_COLUMN: int(sid),
-                "sam_score": score,
-                "window_row": window.row,
-                "window_col": window.col,
-                "window_row_off": window.row_off,
-                "window_col_off": window.col_off,
-                "area": npx * pixel_area,
+                "label_source": source[i],
+                "fallback_reason": reason[i],
+                "sam_score": float(pred.scores[i]),
+                "mask_area_ratio": ratio[i],
+                "mask_iou": iou[i],
+                "prompt": params.prompt,
+                "negatives": int(pred.negatives[i]),
+                "ndvi": float(inp.ndvi[i]),
+                "window_row": w.row,
+                "window_col": w.col,
+                "window_row_off": w.row_off,
+                "window_col_off": w.col_off,
+                "area": geom.area if source[i] == "coarse" and not params.exclusive else npx * pixel_area,
                 "area_px": npx,
                 "touches_region_edge": cut,
-                "model": predictor.name,
-                "untrained": bool(predictor.untrained),
+                "model": model,
+                "untrained": bool(untrained),
             }
         )
-    result.seconds = time.perf_counter() - t0
+    first = pred.overlap_first_pass if pred.overlap_first_pass is not None else (len(pairs), shared)
+    result.stats = {
+        "reprompts": pred.reprompts,
+        "overlap_first_pass_pairs": first[0],
+        "overlap_first_pass_px": first[1],
+        "pixels_reassigned_within_windows": reassigned,
+    }
+    if params.negative_calibration:
+        result.stats |= {
+            "overlap_after_calibration_pairs": len(pairs),
+            "overlap_after_calibration_px": shared,
+        }
+    t3 = time.perf_counter()
+    result.stage_seconds = pred.seconds | {
+        "read": inp.seconds,
+        "postprocess": (t1 - t0) + (t3 - t2),
+        "exclusive": t2 - t1,
+    }
+    result.seconds = sum(result.stage_seconds.values())
     return result
+
+
+# ----------------------------------------------------------------------------------------------- the run
 
 
 def pseudolabel_plan(
     plan: Plan,
     segments: gpd.GeoDataFrame,
-    predictor: BoxPredictor,
+    predictor: PromptPredictor,
     *,
+    params: PseudolabelParams | None = None,
     ortho_path: str | None = None,
-    batch_size: int = 16,
     progress: bool = True,
     store: WindowStore | None = None,
 ) -> RunResult:
-    """Pseudolabel every window of ``plan``; ``segments`` are in the raster's CRS with ``segment_id``.
+    """Pseudolabel every window of ``plan``; ``segments`` are in the raster's CRS with ``segment_id``
+    (and, when prompting uses them, treetop columns; see :func:`read_window`).
 
     With a ``store``, each finished window is saved there and windows saved by an earlier attempt of the
-    same run are reused instead of recomputed.
+    same run are reused instead of recomputed. Labels are exclusive within windows; across windows see
+    :func:`resolve_run`.
     """
+    params = params or PseudolabelParams()
     t_start = time.perf_counter()
     model_t0 = predictor.forward_seconds
+    transform = Affine(*plan.transform[:6])
     by_id = segments.set_index(ID_COLUMN, drop=False)
     done = store.load() if store else {}
     results: list[WindowResult] = []
@@ -168,27 +374,72 @@ def pseudolabel_plan(
                 results.append(done[window.key])
                 run.windows_resumed += 1
                 continue
-            result = process_window(src, plan, window, by_id, predictor, batch_size)
+            inp = read_window(src, plan, window, by_id)
+            pred = predict_window(predictor, inp, params)
+            result = postprocess_window(inp, pred, params, transform, predictor.name, predictor.untrained)
             if store:
                 store.save(result)
             results.append(result)
             run.window_seconds.append(result.seconds)
-    for r in results:
-        run.skipped.extend(r.skipped)
-        run.prompts += r.prompts
-    rows = [row for r in results for row in r.rows]
-    geoms = [g for r in results for g in r.geoms]
-    labels = gpd.GeoDataFrame(rows, columns=COLUMNS, geometry=geoms, crs=plan.crs or None)
-    run.labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+            for k, v in result.stage_seconds.items():
+                run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
+    gather(run, results, plan.crs)
     run.seconds_total = time.perf_counter() - t_start
     run.seconds_in_model = predictor.forward_seconds - model_t0
     return run
 
 
-def summarize(plan: Plan, result: RunResult, predictor: BoxPredictor, extra: dict | None = None) -> dict:
+def gather(run: RunResult, results: list[WindowResult], crs: str | None) -> RunResult:
+    """Add the windows' labels (sorted by ``segment_id``), claims, skips and counters to ``run``."""
+    for r in results:
+        run.skipped.extend(r.skipped)
+        run.prompts += r.prompts
+        run.stats.update(r.stats)
+        for c in r.claims:
+            claim = Claim.from_dict(c)
+            run.claims[claim.segment_id] = claim
+    rows = [row for r in results for row in r.rows]
+    geoms = [g for r in results for g in r.geoms]
+    labels = gpd.GeoDataFrame(rows, columns=COLUMNS, geometry=geoms, crs=crs or None)
+    run.labels = labels.sort_values(ID_COLUMN, kind="stable").reset_index(drop=True)
+    return run
+
+
+def resolve_run(run: RunResult, plan: Plan) -> RunResult:
+    """Resolve pixels contested by labels of different windows (see
+    :func:`crownsam.pseudolabel.exclusive.resolve_across_windows`), in place."""
+    t0 = time.perf_counter()
+    res = resolve_across_windows(run.labels, run.claims, Affine(*plan.transform[:6]), plan.width, plan.height)
+    run.labels = res.labels
+    run.skipped.extend(res.dropped)
+    run.stats["cross_window_pairs"] += res.pairs
+    run.stats["pixels_reassigned_across_windows"] += res.pixels_reassigned
+    run.stage_seconds["exclusive"] = run.stage_seconds.get("exclusive", 0.0) + time.perf_counter() - t0
+    return run
+
+
+def label_figures(labels: gpd.GeoDataFrame, pixel_area: float) -> dict:
+    """Labels by source, fallbacks by reason, and the overlap of the labels (pairs, m² and pixels)."""
+    src = Counter(labels["label_source"]) if len(labels) else Counter()
+    why = Counter(r for r in labels["fallback_reason"] if r) if len(labels) else Counter()
+    ov = overlap_figures(labels.geometry.values, min_area=0.01 * pixel_area)
+    return {
+        "labels_by_source": dict(sorted(src.items())),
+        "fallbacks_by_reason": dict(sorted(why.items())),
+        "overlap_in_output": {
+            "pairs": ov["pairs"],
+            "area_m2": round(ov["area"], 6),
+            "area_px": round(ov["area"] / pixel_area, 1) if pixel_area else None,
+        },
+    }
+
+
+def summarize(plan: Plan, result: RunResult, predictor: PromptPredictor, extra: dict | None = None) -> dict:
     """The run summary written beside the pseudolabels (JSON)."""
     skipped = list(plan.skipped) + result.skipped
     ws = result.window_seconds
+    st = result.stats
+    pixel_area = abs(Affine(*plan.transform[:6]).determinant)
     summary = {
         "ortho": plan.ortho,
         "segments": plan.segments,
@@ -205,14 +456,38 @@ def summarize(plan: Plan, result: RunResult, predictor: BoxPredictor, extra: dic
         "segments_skipped": len(skipped),
         "skipped_by_reason": dict(sorted(Counter(s["reason"] for s in skipped).items())),
         "skipped_segments": sorted(skipped, key=lambda s: s["segment_id"]),
+        "calibration": {
+            "reprompts": int(st["reprompts"]),
+            "overlap_first_pass": {
+                "pairs": int(st["overlap_first_pass_pairs"]),
+                "area_px": int(st["overlap_first_pass_px"]),
+            },
+            "overlap_after_calibration": (
+                {
+                    "pairs": int(st["overlap_after_calibration_pairs"]),
+                    "area_px": int(st["overlap_after_calibration_px"]),
+                }
+                if "overlap_after_calibration_pairs" in st
+                else None
+            ),
+        },
+        "exclusive": {
+            "pixels_reassigned_within_windows": int(st["pixels_reassigned_within_windows"]),
+            "cross_window_pairs": int(st["cross_window_pairs"]),
+            "pixels_reassigned_across_windows": int(st["pixels_reassigned_across_windows"]),
+            "pending": result.exclusive_pending,
+        },
+        "transform": list(plan.transform[:6]),
+        "raster_size": [plan.width, plan.height],
         "seconds_total": round(result.seconds_total, 3),
         "seconds_in_model": round(result.seconds_in_model, 3),
+        "seconds_by_stage": {k: round(result.stage_seconds.get(k, 0.0), 3) for k in STAGES},
         "seconds_per_window": {
             "mean": round(statistics.fmean(ws), 3) if ws else None,
             "median": round(statistics.median(ws), 3) if ws else None,
             "max": round(max(ws), 3) if ws else None,
         },
-    }
+    } | label_figures(result.labels, pixel_area)
     if predictor.untrained:
         from crownsam.pseudolabel.params import UNTRAINED_WARNING
 

@@ -1,4 +1,5 @@
-"""SAM2 behind the BoxPredictor interface: model registry, checkpoint loading, batched box prompts."""
+"""SAM2 behind the prompt-predictor interface: model registry, checkpoint loading, batched box and point
+prompts."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import torch
 
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
-from crownsam.pseudolabel.masks import region_tuple, upsample_crop
+from crownsam.pseudolabel.masks import LogitPatch, region_tuple, upsample_crop
 from crownsam.pseudolabel.params import MODELS, UNTRAINED_WARNING, Sam2Params
+from crownsam.pseudolabel.predictor import PromptBatch
 from crownsam.tiling.plan import WindowTask
 
 log = logging.getLogger(__name__)
@@ -89,11 +91,12 @@ def sam2_box_predictor(sam2: Sam2Params, cache_dir: str | Path | None = None) ->
 
 
 class Sam2BoxPredictor:
-    """SAM2ImagePredictor with batched box prompts and crop-only mask upsampling.
+    """SAM2ImagePredictor with batched box and point prompts and crop-only mask upsampling.
 
-    ``set_image`` runs the image encoder once; ``predict_boxes`` runs the prompt encoder and mask decoder
-    for a batch of boxes and upsamples each 256x256 low-resolution logit map only inside its region
-    (the same numbers ``SAM2ImagePredictor.predict`` would give there, without full-window masks).
+    ``set_image`` runs the image encoder once; ``predict`` runs the prompt encoder and mask decoder for a
+    batch of prompts and keeps, of each 256x256 low-resolution logit map, the part its region needs
+    (upsampled there, it gives the numbers ``SAM2ImagePredictor.predict`` would give, without
+    full-window masks).
     ``forward_seconds`` accumulates time spent inside SAM2's own forward passes.
     """
 
@@ -124,33 +127,64 @@ class Sam2BoxPredictor:
         self._sync()
         self.forward_seconds += time.perf_counter() - t0
 
-    def low_res_logits(self, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt encoder + mask decoder for a batch of XYXY boxes: (B, 256, 256) logits, (B,) scores."""
+    def low_res_logits(self, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for one batch: (B, 256, 256) logits and (B,) scores.
+
+        Boxes become two corner points (labels 2 and 3) placed before the batch's points, as in
+        ``SAM2ImagePredictor._predict``; negative points keep SAM2's label 0 and padding its label -1.
+        SAM2 reads a point's coordinates as a pixel index and adds half a pixel itself, so our continuous
+        coordinates (a pixel centre at +0.5) are scaled to the model's frame and moved by -0.5.
+        ``multimask_output=False`` (SAM2 picks among its multimask outputs itself when a single point is
+        ambiguous: ``dynamic_multimask_via_stability``).
+        """
         p = self.predictor
         t0 = time.perf_counter()
         with torch.inference_mode(), self._autocast():
-            _, _, _, box = p._prep_prompts(None, None, boxes, None, normalize_coords=True)
-            labels = torch.tensor([[2, 3]], dtype=torch.int, device=box.device).repeat(box.shape[0], 1)
-            sparse, dense = p.model.sam_prompt_encoder(
-                points=(box.reshape(-1, 2, 2), labels), boxes=None, masks=None
-            )
+            coords, labels = [], []
+            if prompts.boxes is not None:
+                boxes = np.asarray(prompts.boxes, dtype=np.float32)
+                _, _, _, box = p._prep_prompts(None, None, boxes, None, normalize_coords=True)
+                coords.append(box.reshape(-1, 2, 2))
+                labels.append(
+                    torch.tensor([[2, 3]], dtype=torch.int, device=box.device).repeat(len(boxes), 1)
+                )
+            if prompts.points is not None and prompts.labels is not None:
+                pts = torch.as_tensor(np.asarray(prompts.points, dtype=np.float32), device=p.device)
+                pts = p._transforms.transform_coords(pts, normalize=True, orig_hw=p._orig_hw[-1]) - 0.5
+                coords.append(pts)
+                labels.append(torch.as_tensor(np.asarray(prompts.labels), dtype=torch.int, device=p.device))
+            points = (torch.cat(coords, dim=1), torch.cat(labels, dim=1))
+            sparse, dense = p.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+            n = points[0].shape[0]
             low_res, iou, _, _ = p.model.sam_mask_decoder(
                 image_embeddings=p._features["image_embed"][-1].unsqueeze(0),
                 image_pe=p.model.sam_prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=False,
-                repeat_image=box.shape[0] > 1,
+                repeat_image=n > 1,
                 high_res_features=[f[-1].unsqueeze(0) for f in p._features["high_res_feats"]],
             )
         self._sync()
         self.forward_seconds += time.perf_counter() - t0
         return low_res[:, 0].float().cpu(), iou[:, 0].float().cpu()
 
+    def out_hw(self) -> tuple[int, int]:
+        """The size of the image given to ``set_image`` (the window, padded)."""
+        h, w = self.predictor._orig_hw[-1]
+        return int(h), int(w)
+
+    def predict(self, prompts: PromptBatch, regions: np.ndarray) -> tuple[list[LogitPatch], np.ndarray]:
+        logits, scores = self.low_res_logits(prompts)
+        out_hw = self.out_hw()
+        low = logits.numpy() - np.float32(self.predictor.mask_threshold)  # the interface's masks: > 0
+        patches = [LogitPatch.from_map(low[i], out_hw, region_tuple(regions[i])) for i in range(len(regions))]
+        return patches, scores.numpy()
+
     def predict_boxes(self, boxes: np.ndarray, regions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        logits, scores = self.low_res_logits(np.asarray(boxes, dtype=np.float32))
-        out_h, out_w = self.predictor._orig_hw[-1]
-        out_hw = (int(out_h), int(out_w))
+        """Masks (boolean, one per region) for a batch of XYXY boxes (window pixels)."""
+        logits, scores = self.low_res_logits(PromptBatch(boxes=np.asarray(boxes, dtype=np.float32)))
+        out_hw = self.out_hw()
         thr = self.predictor.mask_threshold
         masks = [
             (upsample_crop(logits[i], out_hw, region_tuple(regions[i])) > thr).numpy()

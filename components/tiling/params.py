@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crownsam.common.cli_util import bands_arg
 from crownsam.common.errors import CrownsamError
 from crownsam.common.params import Params, param
+from crownsam.pseudolabel.params import rgb_bands_param
 from crownsam.tiling.grid import STRIDE, WINDOW
 
 
@@ -14,7 +14,7 @@ from crownsam.tiling.grid import STRIDE, WINDOW
 class TileParams(Params):
     """Windows of ``window`` px every ``stride`` px; each segment in exactly one window; shards of work."""
 
-    rgb_bands: tuple[int, ...] = param((3, 2, 1), "1-based R,G,B bands SAM2 sees", parse=bands_arg)
+    rgb_bands: tuple[int, ...] = rgb_bands_param()
     window: int = param(WINDOW, "window size in px (SAM2's input size)", ge=64, pipeline=None)
     stride: int = param(STRIDE, "window stride in px", ge=1, pipeline=None)
     shards: int = param(4, "split the windows into N shards of about equal work (parallel tasks)", ge=1)

@@ -36,7 +36,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"crownsam: trained {m['iterations']} steps ({m['epochs_completed']} full epochs, stopped by "
         f"{m['stopped']}); final loss {_num(m['final_loss'])}; best val segm AP "
         f"{_num(best)}; test segm AP {_num(test)} "
-        f"-> {args.out}"
+        f"-> {cfg.out_dir}"
     )
     print(
         f"crownsam: MLflow run {m['run_id']} at {m['tracking_uri']}" if m["run_id"] else "crownsam: no MLflow"

@@ -200,8 +200,9 @@ def test_null_and_empty_geometries_are_dropped_and_counted() -> None:
     ("sets", "match"),
     [
         ({}, "at least one label set"),
-        ({"a-b": COARSE}, "letters, digits"),
+        ({"-a": COARSE}, "letters, digits"),
         ({"a/b": COARSE}, "letters, digits"),
+        ({"b-c": COARSE, "c": COARSE, "a": COARSE, "a-b": COARSE}, "the same key 'a-b-c'"),
     ],
 )
 def test_bad_label_set_names(sets, match) -> None:
@@ -226,3 +227,24 @@ def test_bootstrap_is_deterministic_for_a_seed() -> None:
     c = evaluate_label_sets(MANUAL, {"x": labels}, n_boot=300, seed=6).metrics
     assert a == b
     assert (a["jaccard_ci_low/x"], a["jaccard_ci_high/x"]) != (c["jaccard_ci_low/x"], c["jaccard_ci_high/x"])
+
+
+def test_overlap_figures_per_label_set_side_by_side() -> None:
+    """Three label sets side by side; the overlap figures count pairs of labels sharing area among the
+    labels in the precision area, and the summed shared area (hand-computed)."""
+    # Two labels overlapping by a 1 x 2 m strip, one label overlapping both of them by 0.5 x 2 m each.
+    bleeding = frame([sq(0, 0, 3), sq(2, 0, 2), sq(4, 0, 2), sq(12, 0, 2)], [1, 2, 3, 4])
+    ev = evaluate_label_sets(
+        MANUAL, {"coarse": COARSE, "pseudo-box": bleeding, "pseudo-npc": PSEUDO}, n_boot=50
+    )
+    m = ev.metrics
+    assert ev.label_sets == ["coarse", "pseudo-box", "pseudo-npc"]
+    assert m["overlap_pairs/coarse"] == 0 and m["overlap_area_m2/coarse"] == 0
+    assert m["overlap_pairs/pseudo-npc"] == 0 and m["overlap_share/pseudo-npc"] == 0
+    # sq(0,0,3) x sq(2,0,2) share x 2..3, y 0..2 (2 m²); sq(2,0,2) and sq(4,0,2) only touch
+    assert m["overlap_pairs/pseudo-box"] == 1
+    assert m["overlap_area_m2/pseudo-box"] == pytest.approx(2.0)
+    assert m["overlap_share/pseudo-box"] == pytest.approx(2.0 / (9 + 4 + 4 + 4))
+    for s in ev.label_sets:
+        assert f"f1/{s}" in m and f"jaccard_mean/{s}" in m
+    assert "paired_diff_mean/pseudo-npc-pseudo-box" in m

@@ -228,7 +228,7 @@ def bad_cases(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[list, str]]
             ["--manual", m, "--labels", c, "--labels", c],
             "label set name 'coarse' given twice",
         ),
-        "bad name": (["--manual", m, "--labels", f"a-b={inputs['coarse']}"], "label set name 'a-b'"),
+        "bad name": (["--manual", m, "--labels", f"a/b={inputs['coarse']}"], "label set name 'a/b'"),
         "no equals sign": (["--manual", m, "--labels", str(inputs["coarse"])], "must look like NAME=PATH"),
     }
 

@@ -67,6 +67,11 @@ def test_shards_fan_out_and_merge(run) -> None:
     assert merged["windows_processed"] == 4 and merged["segments_labeled"] == len(labels)
     assert merged["segments_prompted"] + merged["skipped_by_reason"].get("outside_raster", 0) == len(coarse)
     assert labels["segment_id"].is_unique and labels["untrained"].all()
+    # exclusive labels: each shard leaves its labels' claims; the merge resolves contests across windows
+    assert all(p["exclusive"]["pending"] for p in parts)
+    assert all((d / "pseudolabels.claims.json").is_file() for d in shard_dirs)
+    assert merged["exclusive"]["pending"] is False and merged["overlap_in_output"]["pairs"] == 0
+    assert not list(merged_dir.glob("*.claims.json"))
     assert not list(run_dir.rglob("*.parts"))  # resume state removed after success
 
 

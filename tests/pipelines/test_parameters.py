@@ -29,6 +29,8 @@ from crownsam.comparison.component import compare_op
 from crownsam.comparison.registry import REGISTERED_MODEL
 from crownsam.evaluation.component import evaluate_labels_op
 from crownsam.evaluation.params import EvaluateParams
+from crownsam.everything.component import add_missed_op, merge_everything_op, segment_everything_op
+from crownsam.everything.params import AddMissedParams, EverythingParams
 from crownsam.flights.component import prepare_segments_op
 from crownsam.flights.settings import RetrainSettings
 from crownsam.pipelines.crownsam_pipeline import crownsam_pipeline
@@ -73,6 +75,8 @@ SETTINGS_CLASSES: tuple[type[Params], ...] = (
     PseudolabelParams,
     ExportParams,
     EvaluateParams,
+    EverythingParams,
+    AddMissedParams,
 )
 
 
@@ -99,6 +103,9 @@ def scalar_defaults(func: Callable) -> dict[str, Any]:
 
 
 COMPONENTS = [
+    segment_everything_op,
+    merge_everything_op,
+    add_missed_op,
     fingerprint_op,
     prepare_segments_op,
     tile_op,
@@ -176,6 +183,56 @@ def art(kind: str, path: Path) -> Any:
 
 ARRIVALS = [
     Arrival(
+        segment_everything_op,
+        ("crownsam.everything.api", "segment_everything_shard_artifact"),
+        lambda b: (b.arguments["sam2"], b.arguments["params"]),
+        {
+            "sam2_model": "sam2.1_hiera_s",
+            "sam2_checkpoint": "gs://b/w.pt",
+            "untrained": False,
+            "amg_tile": 512,
+            "amg_padding": 64,
+            "amg_passes": 2,
+            "amg_pred_iou_start": 0.9,
+            "amg_pred_iou_step": 0.1,
+            "amg_pred_iou_floor": 0.5,
+            "amg_stability_start": 0.9,
+            "amg_stability_step": 0.1,
+            "amg_stability_floor": 0.5,
+            "amg_min_gain": 0.01,
+            "amg_target_coverage": 0.9,
+            "amg_max_overlap": 0.4,
+            "amg_min_mask_px": 50,
+            "amg_points_per_side": 16,
+            "amg_points_per_batch": 32,
+            "amg_box_nms_thresh": 0.6,
+            "rgb_bands": "1,2,3",
+        },
+        lambda v: (
+            Sam2Params.from_pipeline(**{k: v[k] for k in ("sam2_model", "sam2_checkpoint", "untrained")}),
+            EverythingParams.from_pipeline(
+                **{k: x for k, x in v.items() if k.startswith("amg_") or k == "rgb_bands"}
+            ),
+        ),
+    ),
+    Arrival(
+        add_missed_op,
+        ("crownsam.everything.add_missed", "add_missed_artifact"),
+        lambda b: b.arguments["params"],
+        {
+            "missed_max_overlap": 0.5,
+            "missed_min_area": 0.5,
+            "missed_max_area": 90.0,
+            "missed_min_compactness": 0.2,
+            "missed_min_ndvi": 0.3,
+            "missed_min_height": 1.0,
+            "red_band": 2,
+            "nir_band": 5,
+            "missed_existing_source": "coarse",
+        },
+        lambda v: AddMissedParams.from_pipeline(**v),
+    ),
+    Arrival(
         tile_op,
         ("crownsam.tiling.plan", "tile_files"),
         lambda b: b.arguments["tile"],
@@ -188,6 +245,29 @@ ARRIVALS = [
         lambda b: b.arguments["sam2"],
         {"sam2_model": "sam2.1_hiera_s", "sam2_checkpoint": "gs://b/w.pt", "untrained": False},
         lambda v: Sam2Params.from_pipeline(**v),
+    ),
+    Arrival(
+        pseudolabel_op,
+        ("crownsam.pseudolabel.api", "pseudolabel_shard_artifact"),
+        lambda b: (b.arguments["params"], b.arguments["chm"]),
+        {
+            "min_ndvi": 0.3,
+            "red_band": 3,
+            "nir_band": 4,
+            "prompt": "box+point",
+            "negative_calibration": True,
+            "exclusive": False,
+            "fallback": False,
+            "fallback_min_area_ratio": 0.3,
+            "fallback_max_area_ratio": 3.0,
+            "fallback_min_iou": 0.25,
+            "fallback_min_score": 0.7,
+            "chm_uri": "gs://b/chm.tif",
+        },
+        lambda v: (
+            PseudolabelParams.from_pipeline(**{k: x for k, x in v.items() if k != "chm_uri"}),
+            "gs://b/chm.tif",
+        ),
     ),
     Arrival(
         export_coco_op,
@@ -363,3 +443,32 @@ def test_a_component_that_drops_a_value_is_caught(tmp_path: Path, monkeypatch) -
         lambda v: P.from_pipeline(**v),
     )
     assert call_component(a, tmp_path, monkeypatch) != a.expected(a.values)
+
+
+# ------------------------------------------------------------------------------ pipeline wiring arrives
+
+
+def test_pseudolabel_settings_arrive_from_both_pipelines(tmp_path: Path) -> None:
+    """Every pseudolabel setting (and the CHM) is a parameter of the main pipeline and of the pseudolabel
+    sub-pipeline, and reaches the shard task under its own name; the main pipeline passes the flight's
+    CHM and its fingerprint. Read from the compiled IR, so a parameter taken but not passed on fails."""
+    import yaml
+    from kfp import compiler
+
+    names = [f.pipeline_name for f in PseudolabelParams.pipeline_fields()] + ["chm_uri", "chm_fingerprint"]
+    assert {"min_ndvi", "prompt", "negative_calibration", "exclusive", "fallback"} <= set(names)
+    out = tmp_path / "p.yaml"
+    compiler.Compiler().compile(crownsam_pipeline, str(out))
+    ir = yaml.safe_load(out.read_text())
+    main = ir["root"]["dag"]["tasks"]["crownsam-pseudolabel"]["inputs"]["parameters"]
+    shard = ir["components"]["comp-for-loop-1"]["dag"]["tasks"]["pseudolabel-op"]["inputs"]["parameters"]
+    for name in names:
+        if name != "chm_fingerprint":
+            assert main[name] == {"componentInputParameter": name}, name
+        assert shard[name] == {"componentInputParameter": f"pipelinechannel--{name}"}, name
+    fp = main["chm_fingerprint"]["taskOutputParameter"]["producerTask"]
+    fp_uri = ir["root"]["dag"]["tasks"][fp]["inputs"]["parameters"]["uri"]
+    assert fp_uri == {"componentInputParameter": "chm_uri"}
+    defaults = ir["root"]["inputDefinitions"]["parameters"]
+    for name, value in PseudolabelParams.pipeline_defaults().items():
+        assert defaults[name]["defaultValue"] == value, name

@@ -7,10 +7,12 @@ import torch
 from rasterio import Affine
 
 from crownsam.pseudolabel.masks import (
+    LogitPatch,
     clip_boxes,
     largest_component,
     mask_to_polygon,
     neighbourhoods,
+    snap,
     touches_border,
     upsample_crop,
 )
@@ -87,3 +89,43 @@ def test_touches_border() -> None:
     assert not touches_border(m)
     m[0, 3] = True
     assert touches_border(m)
+
+
+def test_neighbourhoods_ignore_reprojection_noise() -> None:
+    """Box edges a hair (1e-9 px) off a whole pixel, as after a round trip through degrees, give the same
+    regions; plain floor/ceil would move them by a whole pixel (what this guards against)."""
+    exact = np.array([[100.0, 200.0, 300.0, 260.0], [40.0, 16.0, 80.0, 48.0]])
+    for noise in (1e-9, -1e-9):
+        noisy = exact + noise
+        assert neighbourhoods(noisy, 1024, 1024).tolist() == neighbourhoods(exact, 1024, 1024).tolist()
+    m = 16.0  # margin of the second box
+    assert np.floor(exact[1, 1] - 1e-9 - m) != np.floor(exact[1, 1] - m)  # the naive rounding moves
+    assert snap(np.array([2.0 - 1e-9, 2.5, 3.0005])).tolist() == [2.0, 2.5, 3.0]  # 5e-4 px is snapped
+    assert snap(np.array([3.002])).tolist() == [3.002]  # beyond SNAP_PX: a real sub-pixel position
+
+
+@pytest.mark.parametrize("region", [(0, 0, 1024, 1024), (100, 37, 333, 401), (1000, 990, 1024, 1024)])
+def test_logit_patch_upsamples_like_torch(region) -> None:
+    """A patch keeps only the low-resolution cells its region needs, and gives the same numbers as
+    upsampling the whole map; a region outside the patch is refused."""
+    low = torch.randn(256, 256, generator=torch.Generator().manual_seed(2))
+    full = torch.nn.functional.interpolate(
+        low[None, None], (1024, 1024), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    patch = LogitPatch.from_map(low.numpy(), (1024, 1024), region)
+    r0, c0, r1, c1 = region
+    assert patch.data.size <= ((r1 - r0) // 4 + 3) * ((c1 - c0) // 4 + 3)
+    np.testing.assert_allclose(patch.upsample(region), full[r0:r1, c0:c1], atol=1e-5)
+    inner = (r0 + 5, c0 + 3, r0 + 20, c0 + 9)
+    np.testing.assert_allclose(
+        patch.crop(inner).upsample(inner), full[r0 + 5 : r0 + 20, c0 + 3 : c0 + 9], atol=1e-5
+    )
+    if r1 < 1024:
+        with pytest.raises(ValueError, match="outside the logit patch"):
+            patch.crop(inner).upsample((r0, c0, r1, c1))
+
+
+def test_full_resolution_patch_is_the_identity() -> None:
+    data = np.arange(60, dtype=np.float32).reshape(6, 10)
+    patch = LogitPatch(data, 10, 20, (100, 100), (100, 100))
+    np.testing.assert_array_equal(patch.upsample((11, 22, 15, 29)), data[1:5, 2:9])

@@ -8,6 +8,7 @@ from crownsam.common.device import resolve_device
 from crownsam.common.errors import CrownsamError, InputError
 from crownsam.pseudolabel.masks import neighbourhoods
 from crownsam.pseudolabel.params import MODELS
+from crownsam.pseudolabel.predictor import NEGATIVE, POSITIVE, PromptBatch
 from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model
 
 CPU = torch.device("cpu")
@@ -76,3 +77,40 @@ def test_batched_crop_prompts_equal_sam2_predict(tiny) -> None:
         assert m.shape == (r1 - r0, c1 - c0)
         assert (m != full[r0:r1, c0:c1].astype(bool)).sum() == 0
     assert p.forward_seconds > 0
+
+
+def test_point_prompts_equal_sam2_predict(tiny) -> None:
+    """Box + positive point + negative points (label 0), and points alone, batched through our decoder
+    call, give SAM2ImagePredictor.predict's logits and scores for the same prompts. SAM2 reads a point as
+    a pixel index and adds half a pixel: our continuous coordinates (pixel centre at +0.5) go in as
+    ``x - 0.5``."""
+    p = Sam2BoxPredictor(tiny, name="sam2.1_hiera_t", untrained=True)
+    img = np.random.default_rng(1).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    p.set_image(img)
+    boxes = np.array([[100, 120, 260, 300], [500.5, 40, 700, 220.7]], dtype=np.float32)
+    points = np.array(
+        [[[180.5, 210.5], [250.5, 290.5], [120.5, 130.5]], [[600.5, 130.5], [650.2, 60.7], [510.5, 50.5]]]
+    )
+    labels = np.array([[POSITIVE, NEGATIVE, NEGATIVE], [POSITIVE, NEGATIVE, NEGATIVE]])
+    regions = neighbourhoods(boxes, 1024, 1024)
+    for batch in (
+        PromptBatch(boxes=boxes, points=points, labels=labels),
+        PromptBatch(points=points[:, :1], labels=labels[:, :1]),
+    ):
+        patches, scores = p.predict(batch, regions)
+        with torch.inference_mode():
+            ref, ref_scores, _ = p.predictor.predict(
+                point_coords=batch.points - 0.5,
+                point_labels=batch.labels,
+                box=batch.boxes,
+                multimask_output=False,
+                return_logits=True,
+            )
+        np.testing.assert_allclose(scores, ref_scores[:, 0], rtol=1e-4)
+        for patch, (r0, c0, r1, c1), full in zip(patches, regions, ref[:, 0], strict=True):
+            np.testing.assert_allclose(patch.upsample((r0, c0, r1, c1)), full[r0:r1, c0:c1], atol=1e-4)
+    # The labels matter: the same points, all positive, give other logits.
+    negative, _ = p.predict(PromptBatch(boxes=boxes, points=points, labels=labels), regions)
+    positive, _ = p.predict(PromptBatch(boxes=boxes, points=points, labels=np.ones_like(labels)), regions)
+    r = tuple(int(v) for v in regions[0])
+    assert np.abs(negative[0].upsample(r) - positive[0].upsample(r)).max() > 1e-3

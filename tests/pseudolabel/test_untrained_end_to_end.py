@@ -59,7 +59,9 @@ def test_outputs_are_consistent(run) -> None:
     assert summary["windows_processed"] == summary["windows_planned"] == 1
     assert summary["segments_prompted"] == len(coarse) - summary["skipped_by_reason"].get("outside_raster", 0)
     assert summary["segments_labeled"] == len(labels)
-    assert summary["segments_prompted"] == len(labels) + summary["skipped_by_reason"].get("empty_mask", 0)
+    lost = {k: v for k, v in summary["skipped_by_reason"].items() if k != "outside_raster"}
+    assert set(lost) <= {"empty_mask", "empty_after_exclusive"}
+    assert summary["segments_prompted"] == len(labels) + sum(lost.values())
     assert summary["seconds_in_model"] <= summary["seconds_total"]
     assert set(labels["segment_id"]) <= set(coarse["segment_id"])
     assert labels.crs.to_epsg() == 3067
@@ -71,3 +73,54 @@ def test_outputs_are_consistent(run) -> None:
     assert labels.geometry.within(bounds.buffer(1e-6)).all()
     assert (labels["area"] - labels["area_px"] * px).abs().max() < 1e-9
     assert labels["sam_score"].between(-1, 2).all()
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Every new part on: NDVI filter, treetops from the CHM as points with the boxes, negative prompt
+    calibration, and (defaults) exclusive labels and the fallback. A small scene (512 px, 13 segments,
+    two of them false) keeps the decoder calls few; the window is still a full 1024 px embedding."""
+    d = tmp_path_factory.mktemp("full")
+    scene = generate_scene(d / "scene", size=512, seed=1).root
+    proc = subprocess.run(
+        [CROWNSAM, "pseudolabel", "--ortho", scene / "ortho.tif", "--segments", scene / "coarse.gpkg",
+         "--out", d / "full.gpkg", "--chm", scene / "chm.tif", "--min-ndvi", "0.3",
+         "--prompt", "box+point", "--negative-calibration",
+         "--untrained", "--model", "sam2.1_hiera_t", "--device", "cpu", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    return d, proc
+
+
+def test_the_whole_path_runs_on_real_sam2(full) -> None:
+    d, proc = full
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "UNTRAINED" in proc.stdout
+    s = json.loads((d / "full.summary.json").read_text())
+    labels = gpd.read_file(d / "full.gpkg", layer="pseudolabels")
+    coarse = gpd.read_file(d / "scene" / "coarse.gpkg")
+    prompted = s["segments_prompted"]
+    assert s["vegetation"]["dropped"] == s["skipped_by_reason"]["low_ndvi"] >= 1  # a roof
+    assert s["treetop_sources"] == {"chm": prompted}
+    cal = s["calibration"]
+    assert cal["overlap_after_calibration"] is not None and cal["reprompts"] <= prompted
+    assert (labels["negatives"] > 0).sum() <= cal["reprompts"]
+    assert set(labels["prompt"]) == {"box+point"}
+    # exclusive: no two labels share area; every label one valid polygon
+    assert s["overlap_in_output"]["pairs"] == 0 and s["exclusive"]["pending"] is False
+    assert labels.geometry.is_valid.all() and (labels.geom_type == "Polygon").all()
+    # fallback: the columns and the summary agree
+    assert set(labels["label_source"]) <= {"sam2", "coarse"}
+    fell = labels[labels["label_source"] == "coarse"]
+    assert s["fallbacks_by_reason"] == fell["fallback_reason"].value_counts().sort_index().to_dict()
+    assert s["segments_labeled"] == len(labels) and set(labels["segment_id"]) <= set(coarse["segment_id"])
+    assert s["settings"]["negative_calibration"] is True and s["untrained"] is True
+    assert set(s["seconds_by_stage"]) == {
+        "read",
+        "embed",
+        "first_pass",
+        "calibration",
+        "postprocess",
+        "exclusive",
+    }

@@ -1,0 +1,245 @@
+"""The loop over tiles (read window, multi-pass, objects and strips, save) and the merge into one layer.
+
+Only one tile's pixels are in memory at a time; finished tiles go to a :class:`TileStore` at once, and the
+merge reads them back row by row and writes objects in chunks (``seams`` module docstring).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio import Affine
+from rasterio.errors import RasterioIOError
+from tqdm import tqdm
+
+from crownsam.common.raster import Stretch, read_error, read_rgb_window
+from crownsam.everything.params import EverythingParams
+from crownsam.everything.passes import MaskGenerator, run_passes
+from crownsam.everything.seams import MergeStats, group_object, merged_groups, tile_result
+from crownsam.everything.store import TileResult, TileSource, TileStore
+from crownsam.everything.tiles import Tile, TileGrid
+
+LAYER = "masks"
+COLUMNS: dict[str, str] = {
+    "object_id": "int64",
+    "score": "float64",
+    "stability": "float64",
+    "pass": "int64",
+    "tile": "str",
+    "area": "float64",
+    "area_px": "int64",
+    "pred_iou_thresh": "float64",
+    "stability_thresh": "float64",
+    "tiles": "int64",
+    "model": "str",
+    "untrained": "bool",
+}
+CHUNK = 2000
+
+
+def read_tile(
+    src: rasterio.io.DatasetReader, tile: Tile, bands: tuple[int, ...], stretch: Stretch
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tile's read window as stretched RGB uint8 (H, W, 3; invalid pixels 0) and its valid mask."""
+    rgb = read_rgb_window(src, tile.window, bands, stretch)
+    try:
+        valid = src.read_masks(bands[0], window=tile.window) > 0
+    except RasterioIOError as exc:
+        raise read_error(src.name, exc) from exc
+    return rgb, valid
+
+
+def process_tile(
+    src: rasterio.io.DatasetReader,
+    grid: TileGrid,
+    tile: Tile,
+    generator: MaskGenerator,
+    params: EverythingParams,
+    stretch: Stretch,
+) -> TileResult:
+    """Read one tile, run the passes, and keep its objects' parts and strips (pixel coordinates)."""
+    t0 = time.perf_counter()
+    m0 = generator.model_seconds
+    image, valid = read_tile(src, tile, params.rgb_bands, stretch)
+    generator.start_tile(tile)
+    passes = run_passes(image, valid, tile.local(tile.own), generator, params)
+    del image, valid
+    result = tile_result(passes, tile, grid)
+    result.model_seconds = generator.model_seconds - m0
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def tile_summary(res: TileResult) -> dict:
+    """What the run summary keeps of a tile (no geometry)."""
+    return {
+        "key": res.key,
+        "stop": res.stop,
+        "valid_px": res.valid_px,
+        "covered_px": res.covered_px,
+        "coverage": round(res.covered_px / res.valid_px, 6) if res.valid_px else None,
+        "coverage_per_pass": [p["coverage"] for p in res.passes],
+        "covered_px_per_pass": [p["covered_px"] for p in res.passes],
+        "passes": res.passes,
+        "objects": len(res.rows),
+        "masks": sum(p["masks"] for p in res.passes),
+        "points": res.prompts,
+        "dropped": res.dropped,
+        "seconds": round(res.seconds, 3),
+        "model_seconds": round(res.model_seconds, 3),
+    }
+
+
+@dataclass
+class TilesRun:
+    """Per-tile summaries of a run over tiles (geometry lives in the store)."""
+
+    tiles: list[dict] = field(default_factory=list)
+    processed: int = 0
+    resumed: int = 0
+    seconds_total: float = 0.0
+    seconds_in_model: float = 0.0
+
+
+def segment_tiles(
+    ortho: str,
+    grid: TileGrid,
+    tiles: Iterable[Tile],
+    generator: MaskGenerator,
+    params: EverythingParams,
+    stretch: Stretch,
+    store: TileStore,
+    *,
+    progress: bool = False,
+) -> TilesRun:
+    """Process ``tiles`` (skipping those the store holds from an earlier attempt), saving each at once."""
+    from crownsam.common.raster import open_raster
+
+    t0 = time.perf_counter()
+    m0 = generator.model_seconds
+    run = TilesRun()
+    done = store.done()
+    tiles = list(tiles)
+    with open_raster(ortho) as src:
+        for tile in tqdm(tiles, desc="tiles", unit="tile", disable=not progress, dynamic_ncols=True):
+            saved = store.get(tile.key) if tile.key in done else None
+            if saved is not None:
+                run.tiles.append(tile_summary(saved) | {"resumed": True})
+                run.resumed += 1
+                continue
+            result = process_tile(src, grid, tile, generator, params, stretch)
+            store.save(result)
+            run.tiles.append(tile_summary(result))
+            run.processed += 1
+    run.seconds_total = time.perf_counter() - t0
+    run.seconds_in_model = generator.model_seconds - m0
+    return run
+
+
+def overall_coverage(tiles: list[dict]) -> list[float]:
+    """Coverage of all valid pixels after each pass: ``sum_t covered_t(p) / sum_t valid_t``, where a tile
+    that stopped before pass ``p`` counts with its last coverage (0 for a tile without a pass)."""
+    valid = sum(t["valid_px"] for t in tiles)
+    n = max((len(t["covered_px_per_pass"]) for t in tiles), default=0)
+    if not valid:
+        return [0.0] * n
+    out = []
+    for p in range(n):
+        covered = sum(
+            (
+                t["covered_px_per_pass"][min(p, len(t["covered_px_per_pass"]) - 1)]
+                if t["covered_px_per_pass"]
+                else 0
+            )
+            for t in tiles
+        )
+        out.append(round(covered / valid, 6))
+    return out
+
+
+def tiles_block(tiles: list[dict]) -> dict:
+    """The summary's coverage and timing figures over a list of tile summaries."""
+    ts = [t["seconds"] for t in tiles if not t.get("resumed")]
+    dropped: dict[str, int] = {}
+    for t in tiles:
+        for k, v in t["dropped"].items():
+            dropped[k] = dropped.get(k, 0) + v
+    valid = sum(t["valid_px"] for t in tiles)
+    return {
+        "coverage_per_pass": overall_coverage(tiles),
+        "coverage": round(sum(t["covered_px"] for t in tiles) / valid, 6) if valid else None,
+        "valid_px": valid,
+        "masks_from_sam2": sum(t["masks"] for t in tiles),
+        "tile_objects": sum(t["objects"] for t in tiles),
+        "masks_dropped": dict(sorted(dropped.items())),
+        "points": sum(t["points"] for t in tiles),
+        "seconds_per_tile": {
+            "mean": round(statistics.fmean(ts), 3) if ts else None,
+            "max": round(max(ts), 3) if ts else None,
+        },
+        "per_tile": {
+            t["key"]: {k: v for k, v in t.items() if k != "key"}
+            for t in sorted(tiles, key=lambda t: t["key"])
+        },
+    }
+
+
+def empty_frame(crs: str) -> gpd.GeoDataFrame:
+    """The output layer's schema with no rows."""
+    cols = {k: pd.Series([], dtype="object" if v == "str" else v) for k, v in COLUMNS.items()}
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=crs or None), crs=crs or None)
+
+
+def write_merged(
+    grid: TileGrid,
+    source: TileSource,
+    gpkg: Path,
+    *,
+    transform: Affine,
+    crs: str,
+    model: str,
+    untrained: bool,
+    match: bool = True,
+) -> tuple[int, MergeStats]:
+    """Merge the tiles (``seams``) and write one polygon per object to ``gpkg`` (layer ``masks``), in
+    chunks; returns (objects written, merge figures)."""
+    stats = MergeStats()
+    pixel_area = abs(transform.determinant)
+    empty_frame(crs).to_file(gpkg, layer=LAYER, driver="GPKG", geometry_type="Polygon")
+    rows: list[dict] = []
+    geoms: list = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        if not rows:
+            return
+        frame = gpd.GeoDataFrame(rows, geometry=geoms, crs=crs or None)
+        frame = frame[[*COLUMNS, "geometry"]]
+        frame.to_file(gpkg, layer=LAYER, driver="GPKG", mode="a")
+        written += len(rows)
+        rows.clear()
+        geoms.clear()
+
+    for group in merged_groups(grid, source, stats, match=match):
+        row, geom = group_object(group, transform, stats)
+        row |= {
+            "object_id": written + len(rows) + 1,
+            "area": row["area_px"] * pixel_area,
+            "model": model,
+            "untrained": untrained,
+        }
+        rows.append(row)
+        geoms.append(geom)
+        if len(rows) >= CHUNK:
+            flush()
+    flush()
+    return written, stats
