@@ -38,7 +38,7 @@ from crownsam.chm.segment import (
     segment_array,
 )
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_path
+from crownsam.common.atomic import atomic_path, check_output_file
 from crownsam.common.errors import InputError
 from crownsam.common.raster import crs_string, open_raster, read_error
 
@@ -371,6 +371,7 @@ def segment_chm_file(chm: str, out: str, params: ChmParams | None = None, **chan
     renamed onto ``out`` only when the run succeeds. Returns the run summary (counts, drop rule, parameters,
     timing). Bad input or parameters raise :class:`InputError` and leave no output.
     """
+    check_output_file(out, "--out")
     prep = _prepare(chm, (params or ChmParams()).replace(**changes))
     summary: dict = {}
     with storage.local_output(str(out)) as target, atomic_path(target) as tmp:

@@ -42,7 +42,7 @@ from crownsam.coco.chips import (
 )
 from crownsam.coco.params import ExportParams
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_dir
+from crownsam.common.atomic import atomic_dir, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.common.raster import (
     RasterInfo,
@@ -150,8 +150,7 @@ def fmt_bounds(b: Sequence[float]) -> str:
 
 def check_out_dir(out_dir: Path) -> None:
     """Refuse a target that is a file, or a non-empty folder that is not an earlier export."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder")
+    check_output_folder(out_dir, "--out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "export.json").is_file():
         raise InputError(
             out_dir, "exists, is not empty and holds no export.json: not replacing it; choose another --out"
@@ -464,6 +463,7 @@ def export_coco(
     buffer_m, seed, val_block = p.buffer_m, p.seed, p.val_block
     rule = SliverRule(p.sliver_fraction, p.sliver_px)
     out = Path(out_dir)
+    check_out_dir(out)
     if manual is not None and holdout is None:
         raise InputError(
             manual, "manual crowns are ground truth for a test area: give the test area too (--holdout)"
@@ -487,7 +487,6 @@ def export_coco(
             f"raster is {info.width} x {info.height} px, smaller than one {chip}-px chip; "
             f"use --chip {min(info.width, info.height)} or less",
         )
-    check_out_dir(out)
 
     notes: list[str] = []
     crowns = read_crowns(labels, "labels", info.crs, LABEL_ID_COLUMNS, notes)

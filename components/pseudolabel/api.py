@@ -18,7 +18,7 @@ import pyproj
 from rasterio import Affine
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths, check_output_folder
+from crownsam.common.atomic import atomic_paths, check_output_file, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.common.raster import open_raster, raster_info
 from crownsam.common.vector import ID_COLUMN, ReadReport, read_segments
@@ -95,6 +95,7 @@ def prepare(req: PseudolabelRequest) -> Prepared:
     treetops; return what the run needs."""
     if not str(req.out).lower().endswith(".gpkg"):
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
+    check_output_file(req.out, "--out")
     parts = resume_uri(req)
     if parts:
         check_output_folder(parts, "--resume-dir")

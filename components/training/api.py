@@ -15,7 +15,7 @@ import geopandas as gpd
 import shapely
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths, check_output_folder
+from crownsam.common.atomic import atomic_paths, check_output_file, check_output_folder
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import CrownsamError, InputError, mlflow_errors
 from crownsam.common.metrics import finite_metrics
@@ -95,6 +95,7 @@ def predict_files(req: PredictRequest) -> dict[str, Any]:
 
     if Path(req.out).suffix.lower() != ".gpkg":
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
+    check_output_file(req.out, "--out")
     inf = req.inference
     info = raster_info(req.ortho)
     assert info.crs is not None  # raster_info refuses a raster without one

@@ -97,6 +97,7 @@ def test_train_refuses_an_existing_run_without_resume(capsys, trained):
 def test_predict_bad_input(capsys, tmp_path, trained):
     s = trained.synth
     base = ["predict", "--model", str(trained.out), "--ortho", str(s.ortho)]
+    in_the_way = trained.out / "metrics.json"  # an existing file where a folder should be
     cases = [
         (["--out", str(tmp_path / "p.shp")], "output must be a GeoPackage"),
         (
@@ -108,6 +109,7 @@ def test_predict_bad_input(capsys, tmp_path, trained):
         (["--out", str(tmp_path / "p.gpkg"), "--area", str(tmp_path / "no.gpkg")], "area file not found"),
         (["--out", str(tmp_path / "p.gpkg"), "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["--out", str(tmp_path / "p.gpkg"), "--window", "0"], "--window must be at least 32"),
+        (["--out", str(in_the_way / "p.gpkg")], f"lies under the file {in_the_way}; --out needs a path"),
     ]
     for extra, message in cases:
         code, _, err = run_cli(capsys, *base, *extra)
