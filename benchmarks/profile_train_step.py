@@ -101,6 +101,12 @@ def main() -> None:
     p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--top", type=int, default=25, help="functions to list by cumulative CPU time")
     p.add_argument("--json", help="also save the figures here")
+    p.add_argument(
+        "--evaluate-test",
+        action="store_true",
+        help="also evaluate the test split at the end of training (the CLI's default; train_op leaves it to "
+        "evaluate_model_op)",
+    )
     a = p.parse_args()
 
     import torch
@@ -116,7 +122,7 @@ def main() -> None:
     else:
         coco, flight = make_coco(work, a.size, a.chip)
     uri = f"sqlite:///{(work / 'mlflow.db').resolve()}"
-    figures: dict[str, object] = {"torch_threads": torch.get_num_threads()}
+    figures: dict[str, object] = {"torch_threads": torch.get_num_threads(), "evaluate_test": a.evaluate_test}
 
     cfg = TrainConfig(
         coco_dir=str(coco),
@@ -127,6 +133,7 @@ def main() -> None:
         batch_size=a.batch_size,
         tracking_uri=uri,
         progress=False,
+        evaluate_test=a.evaluate_test,
     )
     _, fig, stats = profiled(train, cfg)
     figures |= {f"train/{k}": v for k, v in fig.items()}
