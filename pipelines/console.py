@@ -156,7 +156,7 @@ class RunConsole:
         self.stream = self.stream or sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = _Tap(self)  # type: ignore[assignment]
+        sys.stdout = sys.stderr = _Tap(self)
         self._t0 = time.monotonic()
         if self.tty and not self.verbose:
             threading.Thread(target=self._tick, name="crownsam-console", daemon=True).start()
