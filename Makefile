@@ -73,8 +73,10 @@ demo-data: setup ## generate the synthetic demo scene in $(OUT)
 	$(BIN)/crownsam demo-data $(OUT) --size $(SIZE) --seed $(SEED)
 
 # Embedded defaults for a CPU-only demo: small chips and a few training iterations (plumbing, not quality).
-RUN_PARAMS ?= --param shards=2 --param chip=512 --param val_block=2 --param holdout_buffer_m=2 \
-	--param max_iters=4 --param epochs=1 --param batch_size=2
+# One validation block (4 chips) instead of 16 chips: on CPU each chip costs about 8 s of inference, so
+# validating 16 cost as much as the 4 training iterations (benchmarks/profile_train_step.py).
+RUN_PARAMS ?= --param shards=2 --param chip=512 --param val_block=2 --param val_fraction=0.05 \
+	--param holdout_buffer_m=2 --param max_iters=4 --param epochs=1 --param batch_size=2
 
 run: setup ## generate the demo flight and run the whole pipeline locally (untrained SAM2 unless CHECKPOINT)
 	$(BIN)/crownsam demo-data $(OUT)/flight --size $(SIZE) --seed $(SEED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from crownsam.common.cli_util import named_path_arg, parse_value
 
@@ -17,7 +18,9 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_local_cmd(args: argparse.Namespace) -> int:
-    from crownsam.pipelines.local import flight_arguments, run_local
+    from crownsam.pipelines.console import duration
+    from crownsam.pipelines.local import StepFailed, flight_arguments, run_local
+    from crownsam.pipelines.run_report import collect, summary_lines, write_index
 
     arguments = flight_arguments(args.flight) | {
         "flight_id": args.flight_id or args.flight.rstrip("/").split("/")[-1]
@@ -27,14 +30,28 @@ def run_local_cmd(args: argparse.Namespace) -> int:
         arguments["sam2_checkpoint"] = args.checkpoint
     elif args.untrained:
         arguments["untrained"] = True
-    run = run_local(arguments, args.out)
-    print(f"crownsam: pipeline finished; run folder {run.run_dir}")
-    for key, path in run.artifacts.items():
-        print(f"crownsam:   {key:<20} {path}")
-    print(f"crownsam: MLflow store {run.tracking_uri}")
+    untrained = bool(arguments.get("untrained"))
+    log = Path(args.out) / "run.log"
+    print(f"crownsam: running the pipeline on {args.flight}; what the steps print goes to {log}")
+    try:
+        run = run_local(arguments, args.out, verbose=args.verbose or args.live)
+    except StepFailed as exc:
+        print(f"crownsam: error: {exc}", file=sys.stderr)
+        return 2 if exc.step.bad_input else 1
+    if run.run_dir is None:
+        print("crownsam: error: the local runner made no run folder", file=sys.stderr)
+        return 1
+    results = collect(run.run_dir)
+    index = write_index(
+        run.out, results, untrained=untrained, tracking_uri=run.tracking_uri, log=run.log, seconds=run.seconds
+    )
+    print(f"crownsam: pipeline finished in {duration(run.seconds)}")
+    for line in summary_lines(results):
+        print(f"  {line}")
+    print(f"  reports: {index}")
     if run.tracking_uri.startswith("sqlite:///"):
-        print(f"crownsam:   browse it with: mlflow ui --backend-store-uri {run.tracking_uri}")
-    if arguments.get("untrained"):
+        print(f"  MLflow: mlflow ui --backend-store-uri {run.tracking_uri}")
+    if untrained:
         msg = "UNTRAINED SAM2 was used: the pseudolabels and everything downstream say nothing about SAM2"
         print(f"crownsam: WARNING: {msg}", file=sys.stderr)
     return 0
@@ -74,6 +91,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--checkpoint", help="SAM2 checkpoint URI (path, gs://, https://)")
     w.add_argument("--untrained", action="store_true", help="untrained SAM2 (plumbing only; said everywhere)")
     r.add_argument("--param", type=named_path_arg, action="append", help="NAME=VALUE pipeline parameter")
+    r.add_argument(
+        "--verbose",
+        dest="live",
+        action="store_true",
+        help="show everything the steps print, live (it always goes to OUT/run.log)",
+    )
     r.set_defaults(func=run_local_cmd)
 
     s = sub.add_parser("submit", help="submit a run of the pipeline to a Kubeflow Pipelines endpoint")

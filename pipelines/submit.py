@@ -6,7 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from crownsam.common.errors import InputError
+from crownsam.common.errors import CrownsamError, InputError
+from crownsam.common.params import Params
 from crownsam.pipelines.compile import compile_pipeline
 
 CASTS = {"Integer": int, "Float": float, "String": str, "Boolean": bool}
@@ -48,7 +49,57 @@ def check_arguments(arguments: dict[str, Any], pipeline: Any = None) -> dict[str
     )
     if missing:
         raise InputError(None, f"missing pipeline parameter(s) {', '.join(missing)}")
-    return {k: coerce(k, v, spec[k].type) for k, v in arguments.items()}
+    arguments = {k: coerce(k, v, spec[k].type) for k, v in arguments.items()}
+    check_values(arguments)
+    return arguments
+
+
+def step_params() -> tuple[type[Params], ...]:
+    """The step parameter classes whose fields are pipeline parameters."""
+    from crownsam.coco.params import ExportParams
+    from crownsam.evaluation.params import EvaluateParams
+    from crownsam.flights.settings import RetrainSettings
+    from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
+    from crownsam.tiling.params import TileParams
+    from crownsam.training.config import TrainConfig
+
+    return (
+        TileParams,
+        Sam2Params,
+        PseudolabelParams,
+        ExportParams,
+        EvaluateParams,
+        TrainConfig,
+        RetrainSettings,
+    )
+
+
+def _build(cls: type[Params], values: dict[str, Any]) -> None:
+    from crownsam.training.config import TrainConfig
+
+    if cls is TrainConfig:  # its paths are not pipeline parameters; it validates at its entry point
+        TrainConfig.from_pipeline(coco_dir="-", out_dir="-", **values).validate()
+    else:
+        cls.from_pipeline(**values)
+
+
+def check_values(arguments: dict[str, Any]) -> None:
+    """Check every step's values as the step will (ranges, choices, rules between fields) before
+    anything runs: ``shards=0`` is refused here, not minutes later in a task. One value at a time first,
+    so the message names the parameter as given (``pipeline parameter shards=0: must be ...``)."""
+    for cls in step_params():
+        fields = {f.pipeline_name: f for f in cls.pipeline_fields()}
+        given = {k: v for k, v in arguments.items() if k in fields}
+        for key, value in given.items():
+            try:
+                _build(cls, {key: value})
+            except CrownsamError as exc:
+                problem = exc.problem.removeprefix(fields[key].label).lstrip(": ")
+                raise InputError(None, f"pipeline parameter {key}={value!r}: {problem}") from exc
+        try:
+            _build(cls, given)
+        except CrownsamError as exc:
+            raise InputError(None, f"pipeline parameters {', '.join(sorted(given))}: {exc.problem}") from exc
 
 
 def submit(

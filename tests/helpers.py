@@ -6,6 +6,9 @@ synthetic scene: EPSG:3067, 0.025 m pixels, top-left corner at ``ORIGIN``.
 
 from __future__ import annotations
 
+import shutil
+import struct
+import subprocess
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -143,3 +146,37 @@ def truncate_copy(src: str | Path, dst: str | Path, fraction: float = 0.5) -> Pa
 def files_in(folder: str | Path) -> list[str]:
     """Names of everything directly in ``folder`` (hidden temporary files included), sorted."""
     return sorted(p.name for p in Path(folder).iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- browser
+
+
+def chromium() -> str:
+    """Debian's chromium, which the browser checks of reports use."""
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(exe).exists(), "Debian's chromium is needed for the report test (make system-deps)"
+    return exe
+
+
+def run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium with a throwaway profile under ``tmp`` (``--dump-dom URL``, ``--screenshot=...``)."""
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG file's bytes."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])

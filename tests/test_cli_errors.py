@@ -132,6 +132,27 @@ def empty_segments(d: Path) -> Inputs:
     return Inputs(good_raster(d), seg, named=str(seg))
 
 
+def with_ids(d: Path, name: str, ids: list[object]) -> Inputs:
+    """Good segments whose ``segment_id`` column holds ``ids`` (as a GIS tool might write them)."""
+    seg = good_segments(d, name)
+    gdf = gpd.read_file(seg)
+    gdf["segment_id"] = ids
+    gdf.to_file(seg, layer="segments", driver="GPKG")
+    return Inputs(good_raster(d), seg, named=str(seg))
+
+
+def text_ids(d: Path) -> Inputs:
+    return with_ids(d, "text-ids.gpkg", ["a", "b", "c"])
+
+
+def fractional_ids(d: Path) -> Inputs:
+    return with_ids(d, "fraction-ids.gpkg", [1.0, 2.5, 3.0])
+
+
+def duplicate_ids(d: Path) -> Inputs:
+    return with_ids(d, "duplicate-ids.gpkg", [1, 2, 2])
+
+
 def invalid_geometry(d: Path) -> Inputs:
     seg = write_segments(d / "bowtie.gpkg", [pixel_box(*INSIDE[0]), bowtie(300, 200)])
     return Inputs(good_raster(d), seg, named=str(seg))
@@ -222,6 +243,9 @@ SHARED: list[tuple[BuildCase, str]] = [
     (missing_segments, "segments file not found"),
     (segments_without_crs, "segments have no CRS"),
     (empty_segments, "empty (no features)"),
+    (text_ids, "column segment_id must hold integers; found 'a' (not a number)"),
+    (fractional_ids, "column segment_id must hold whole numbers; found 2.5"),
+    (duplicate_ids, "segment_id values must be unique; 2 appears more than once"),
     (invalid_geometry, "1 invalid geometries"),
     (multipart_geometry, "1 multi-part geometries"),
     (all_outside, "no segment can be prompted"),

@@ -38,13 +38,14 @@ from crownsam.chm.segment import (
     segment_array,
 )
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_path
+from crownsam.common.atomic import atomic_path, check_output_file
 from crownsam.common.errors import InputError
 from crownsam.common.raster import crs_string, open_raster, read_error
 
 log = logging.getLogger(__name__)
 
 PLAUSIBLE_CROWN_RADIUS_M = 10.0  # the automatic overlap leaves room for crowns this wide on each side
+MAX_HEIGHT_M = 150.0  # taller than any tree (the tallest known is about 116 m): larger values are not metres
 MAX_REGROW = 3
 GDAL_CACHE_MB = 64  # blocks are read about once each: a large GDAL block cache only costs memory
 LAYER = "coarse"
@@ -126,7 +127,9 @@ def _check_grid(path: str, src: rasterio.io.DatasetReader) -> _Grid:
     ):
         raise InputError(path, f"CHM data type {src.dtypes[0]} is not numeric")
     if src.count > 1:
-        log.warning("%s: %d bands; band 1 is used as the CHM", path, src.count)
+        raise InputError(
+            path, f"has {src.count} bands; a CHM has one band of heights in metres (an orthophoto?)"
+        )
     return _Grid(src.height, src.width, float(abs(t.a)), t, crs_string(src.crs))
 
 
@@ -164,6 +167,12 @@ def _read(
     except RasterioIOError as exc:
         raise read_error(path, exc) from exc
     valid &= np.isfinite(data)
+    if valid.any() and (top := float(data[valid].max())) > MAX_HEIGHT_M:
+        raise InputError(
+            path,
+            f"holds values up to {top:g}, above {MAX_HEIGHT_M:g} m: not a CHM in metres "
+            "(reflectances? centimetres? convert it to metres)",
+        )
     return data, valid
 
 
@@ -188,7 +197,9 @@ def _segment_block(
         win = b.window(margin * 2**attempt, grid.height, grid.width)
         data, valid = _read(path, src, win)
         r0, c0 = win[0], win[2]
-        core_valid = int(valid[b.r0 - r0 : b.r1 - r0, b.c0 - c0 : b.c1 - c0].sum())
+        core = valid[b.r0 - r0 : b.r1 - r0, b.c0 - c0 : b.c1 - c0]
+        core_valid = int(core.sum())
+        core_data = data[b.r0 - r0 : b.r1 - r0, b.c0 - c0 : b.c1 - c0][core]
         crowns = segment_array(data, valid, grid.res, params)
         gr, gc = crowns.rows + r0, crowns.cols + c0
         own = np.flatnonzero((gr >= b.r0) & (gr < b.r1) & (gc >= b.c0) & (gc < b.c1))
@@ -200,6 +211,7 @@ def _segment_block(
     geoms[:] = [polys[int(k) + 1] for k in own]
     geoms = shapely.transform(geoms, lambda xy: xy + np.array([c0, r0], dtype=np.float64))  # global pixels
     out = {"row": gr[own], "col": gc[own], "top": crowns.top_height(own), "geom": geoms}
+    out["top_valid"] = float(core_data.max()) if core_valid else None
     return out, core_valid, attempt, cut
 
 
@@ -273,6 +285,7 @@ def _iter_frames(prep: _Prepared, summary: dict) -> Iterator[gpd.GeoDataFrame]:
     grid, params = prep.grid, prep.params
     counts: dict = {"treetops": 0, "dropped": dict.fromkeys(DROP_REASONS, 0)}
     valid_px = regrown = regrowths = cut = crowns = 0
+    high = -math.inf
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(prep.local) as src:
         for _, row_blocks in itertools.groupby(prep.blocks, key=lambda b: b.r0):
             parts = []
@@ -281,6 +294,8 @@ def _iter_frames(prep: _Prepared, summary: dict) -> Iterator[gpd.GeoDataFrame]:
                     prep.path, src, grid, b, prep.overlap // 2, params
                 )
                 parts.append(part)
+                if part["top_valid"] is not None:
+                    high = max(high, part["top_valid"])
                 valid_px += n_valid
                 regrown += grown > 0
                 regrowths += grown
@@ -290,6 +305,11 @@ def _iter_frames(prep: _Prepared, summary: dict) -> Iterator[gpd.GeoDataFrame]:
             yield frame
     if valid_px == 0:
         raise InputError(prep.path, "CHM has no valid pixels (everything is nodata)")
+    if high <= 0:
+        raise InputError(
+            prep.path,
+            f"CHM has no height above 0 m (its highest valid pixel is {high:g}): not a height model",
+        )
     if cut:
         log.warning(
             "%s: %d blocks hold crowns that still reach the block edge after %d regrowths; those crowns may "
@@ -351,6 +371,7 @@ def segment_chm_file(chm: str, out: str, params: ChmParams | None = None, **chan
     renamed onto ``out`` only when the run succeeds. Returns the run summary (counts, drop rule, parameters,
     timing). Bad input or parameters raise :class:`InputError` and leave no output.
     """
+    check_output_file(out, "--out")
     prep = _prepare(chm, (params or ChmParams()).replace(**changes))
     summary: dict = {}
     with storage.local_output(str(out)) as target, atomic_path(target) as tmp:

@@ -43,7 +43,7 @@ from crownsam.coco.chips import (
 )
 from crownsam.coco.params import ExportParams
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_dir
+from crownsam.common.atomic import atomic_dir, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.common.raster import (
     RasterInfo,
@@ -53,7 +53,7 @@ from crownsam.common.raster import (
     raster_info,
     read_error,
 )
-from crownsam.common.vector import ReadReport, file_sha256, polygonal, read_polygons, to_crs
+from crownsam.common.vector import ReadReport, file_sha256, integer_ids, polygonal, read_polygons, to_crs
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +136,7 @@ def read_crowns(
         ids = np.arange(1, len(gdf) + 1, dtype=np.int64)
         notes.append(f"{path}: no {'/'.join(id_columns)} column; {what} get ids 1..{len(gdf)} in file order")
     else:
-        col = gdf[id_col]
-        if col.isna().any() or not np.all(np.mod(col.astype(float), 1) == 0):
-            raise InputError(path, f"{id_col} must be integers (no empty values)")
-        if col.duplicated().any():
-            dup = col[col.duplicated()].iloc[0]
-            raise InputError(path, f"{id_col} values must be unique; {int(dup)} appears more than once")
-        ids = col.astype(np.int64).to_numpy()
+        ids = integer_ids(gdf[id_col], path, id_col)
     info["id_column"] = id_col
     cols: dict[str, Any] = {"source_id": ids}
     if classes is not None:
@@ -214,8 +208,7 @@ def fmt_bounds(b: Sequence[float]) -> str:
 
 def check_out_dir(out_dir: Path) -> None:
     """Refuse a target that is a file, or a non-empty folder that is not an earlier export."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder")
+    check_output_folder(out_dir, "--out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "export.json").is_file():
         raise InputError(
             out_dir, "exists, is not empty and holds no export.json: not replacing it; choose another --out"
@@ -537,6 +530,7 @@ def export_coco(
     buffer_m, seed, val_block = p.buffer_m, p.seed, p.val_block
     rule = SliverRule(p.sliver_fraction, p.sliver_px)
     out = Path(out_dir)
+    check_out_dir(out)
     if manual is not None and holdout is None:
         raise InputError(
             manual, "manual crowns are ground truth for a test area: give the test area too (--holdout)"
@@ -560,7 +554,6 @@ def export_coco(
             f"raster is {info.width} x {info.height} px, smaller than one {chip}-px chip; "
             f"use --chip {min(info.width, info.height)} or less",
         )
-    check_out_dir(out)
 
     notes: list[str] = []
     crowns = read_crowns(labels, "labels", info.crs, LABEL_ID_COLUMNS, notes, p.class_column)

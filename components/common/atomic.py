@@ -11,6 +11,48 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from crownsam.common.errors import InputError
+
+
+def check_output_folder(target: str | Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that is an existing file (or below one): one line
+    naming the path and the option, instead of an ``mkdir`` error at the end of the run. ``gs://``
+    prefixes have no such conflict."""
+    text = str(target)
+    if "://" in text:
+        return
+    p = Path(text)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "is a file" if q == p else f"lies under the file {q}"
+                raise InputError(p, f"{where}; {option} needs a folder")
+            return
+
+
+def check_output_file(target: str | Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output file that is an existing folder or lies below an existing
+    file: one line naming the path and the option. ``gs://`` URIs have no such conflict."""
+    text = str(target)
+    if "://" in text:
+        return
+    p = Path(text)
+    if p.is_dir():
+        raise InputError(p, f"is a folder; {option} needs a file name")
+    for q in p.parents:
+        if q.exists():
+            if not q.is_dir():
+                raise InputError(p, f"lies under the file {q}; {option} needs a path in a folder")
+            return
+
+
+def _make_parent(target: Path) -> None:
+    """Create ``target``'s folder; a path below an existing file is the user's mistake, not ours."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise InputError(target, "cannot be written: a part of its folder path is a file") from exc
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -20,7 +62,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     On any exception the temporary file is removed and an existing ``target`` is left untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)  # writers such as GDAL want to create the file themselves
@@ -54,7 +96,7 @@ def write_json(target: str | Path, data: Any) -> Path:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it replaces ``target`` (an older folder
     is moved aside first and removed only after the rename), on failure it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import CRS
 
@@ -77,6 +78,29 @@ def to_crs(gdf: gpd.GeoDataFrame, crs_text: str, path: str | Path, report: ReadR
     return gdf.to_crs(target)
 
 
+def integer_ids(values: pd.Series, source: str | Path, column: str) -> np.ndarray:
+    """The values of an id column as int64, or InputError naming the file, the column and one bad value:
+    every value must be a whole number (integers, or floats with no fraction, as some GIS tools write
+    them); text, booleans, empty values, fractions and infinities are refused. Duplicates are refused
+    too (ids link labels to segments)."""
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        example = repr(values.iloc[0]) if len(values) else "nothing"
+        raise InputError(source, f"column {column} must hold integers; found {example} (not a number)")
+    numeric = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    whole = np.isfinite(numeric) & (np.mod(numeric, 1) == 0)
+    if not whole.all():
+        bad = values.iloc[int(np.flatnonzero(~whole)[0])]
+        what = "an empty value" if pd.isna(bad) else str(bad)
+        raise InputError(source, f"column {column} must hold whole numbers; found {what}")
+    ids = numeric.astype(np.int64)
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise InputError(
+            source, f"{column} values must be unique; {int(uniq[counts > 1][0])} appears more than once"
+        )
+    return ids
+
+
 def ensure_ids(gdf: gpd.GeoDataFrame, path: str | Path, report: ReadReport) -> gpd.GeoDataFrame:
     """Check ``segment_id`` (unique integers) or assign 1..n in file order when the column is missing."""
     if ID_COLUMN not in gdf.columns:
@@ -85,14 +109,9 @@ def ensure_ids(gdf: gpd.GeoDataFrame, path: str | Path, report: ReadReport) -> g
         report.ids_assigned = True
         report.notes.append(f"{path}: no {ID_COLUMN} column; assigned 1..{len(gdf)} in file order")
         return gdf
-    ids = gdf[ID_COLUMN]
-    if ids.isna().any() or not np.all(np.equal(np.mod(ids.astype(float), 1), 0)):
-        raise InputError(path, f"{ID_COLUMN} must be integers without gaps in the column")
-    if ids.duplicated().any():
-        dup = ids[ids.duplicated()].iloc[0]
-        raise InputError(path, f"{ID_COLUMN} values must be unique; {int(dup)} appears more than once")
+    ids = integer_ids(gdf[ID_COLUMN], path, ID_COLUMN)
     gdf = gdf.copy()
-    gdf[ID_COLUMN] = ids.astype(np.int64)
+    gdf[ID_COLUMN] = ids
     return gdf
 
 

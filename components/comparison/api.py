@@ -9,7 +9,7 @@ from pathlib import Path
 
 from crownsam.coco.export import test_set_id
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.common.provenance import git_commit
 from crownsam.common.vector import read_polygons
@@ -35,6 +35,7 @@ def compare_step(
 ) -> dict:
     """Write ``comparison.html``, ``comparison.md`` and ``comparison.json`` into ``out_dir`` (together);
     with ``register_name``, register both models and set the champion/challenger aliases."""
+    check_output_folder(out_dir, "--out")
     label_metrics = read_json(Path(label_eval_dir) / "metrics.json", "label evaluation metrics")
     label_sets = [k.split("/", 1)[1] for k in label_metrics if k.startswith("jaccard_mean/")]
     models = [read_model_eval(src, d) for src, d in model_eval_dirs.items()]

@@ -47,7 +47,7 @@ import shapely
 from pyproj import CRS
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_folder
 from crownsam.common.errors import InputError, vector_errors
 from crownsam.common.vector import read_polygons
 from crownsam.evaluation import stats
@@ -334,8 +334,7 @@ def write_evaluation(
     from crownsam.evaluation.report import build_report
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "output folder is a file")
+    check_output_folder(out, "--out")
     crs = CRS.from_user_input(ev.crs) if ev.crs else None
     _, man, layers, area_geom, _ = _prepare(
         manual, {n: label_sets[n] for n in ev.label_sets}, area, ev.label_id_column, dict(sources or {}), crs
@@ -385,8 +384,7 @@ def evaluate_files(
     p = params or EvaluateParams()
     names = list(labels)
     check_names(names)
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise InputError(out_dir, "output folder is a file")
+    check_output_folder(out_dir, "--out")
 
     def local(uri: str, what: str) -> str:
         return str(storage.fetch(uri, cache_dir, what=what, must_exist=False))

@@ -14,7 +14,7 @@ from pyproj import CRS
 from scipy.optimize import linear_sum_assignment
 
 from crownsam.common.errors import InputError
-from crownsam.common.vector import crs_label, polygonal, same_crs
+from crownsam.common.vector import crs_label, integer_ids, polygonal, same_crs
 
 TREE_ID = "tree_id"
 
@@ -84,15 +84,7 @@ def clean_layer(
     if gdf.crs is None:
         raise InputError(source, "has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:3067)")
     if id_column is not None and id_column in gdf.columns:
-        ids = gdf[id_column]
-        numeric = np.asarray(ids.astype(float), dtype=np.float64) if ids.notna().all() else None
-        if numeric is None or not np.all(np.isfinite(numeric)) or np.any(np.mod(numeric, 1) != 0):
-            raise InputError(source, f"column {id_column} must hold integers, without empty values")
-        ids = numeric.astype(np.int64)
-        values, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            dup = int(values[counts > 1][0])
-            raise InputError(source, f"{id_column} values must be unique; {dup} appears more than once")
+        ids = integer_ids(gdf[id_column], source, id_column)
     else:
         ids = np.arange(1, len(gdf) + 1, dtype=np.int64)
         if id_column is not None:

@@ -216,7 +216,7 @@ def completed_labels(
         crs=labels.crs,
     )
     if ID_COLUMN in old and len(new):
-        start = int(pd.to_numeric(old[ID_COLUMN], errors="coerce").max()) if len(old) else 0
+        start = int(old[ID_COLUMN].max()) if len(old) else 0
         new[ID_COLUMN] = np.arange(start + 1, start + 1 + len(new), dtype=np.int64)
     new["area"] = new.geometry.area
     out = pd.concat([old, new], ignore_index=True) if len(new) else old
@@ -299,14 +299,15 @@ def add_missed_files(
     Labels and masks in another CRS than the orthophoto are reprojected to it (one warning line each).
     """
     from crownsam.common import storage
-    from crownsam.common.atomic import atomic_paths
+    from crownsam.common.atomic import atomic_paths, check_output_file
     from crownsam.common.raster import raster_info
-    from crownsam.common.vector import read_polygons
+    from crownsam.common.vector import integer_ids, read_polygons
     from crownsam.pseudolabel.vegetation import ndvi_bands
 
     params = params or AddMissedParams()
     if not str(out).lower().endswith(".gpkg"):
         raise InputError(out, "output must be a GeoPackage (.gpkg)")
+    check_output_file(out, "--out")
     ortho_local = str(storage.fetch(ortho, cache_dir, what="raster"))
     info = raster_info(ortho_local)
     check_projected(info.crs or "", ortho)
@@ -317,6 +318,8 @@ def add_missed_files(
         raster_info(chm_local)  # readable, with a CRS
     lab = read_polygons(str(storage.fetch(labels, cache_dir, what="labels file")), "labels")
     lab = in_raster_crs(lab, info.crs or "", labels)
+    if ID_COLUMN in lab:  # new labels are numbered after the largest id
+        lab[ID_COLUMN] = integer_ids(lab[ID_COLUMN], labels, ID_COLUMN)
     msk = read_masks(str(storage.fetch(masks, cache_dir, what="masks file")), masks)
     msk = in_raster_crs(msk, info.crs or "", masks)
     with (

@@ -19,7 +19,7 @@ from pathlib import Path
 from rasterio import Affine
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_file, check_output_folder
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import InputError
 from crownsam.common.raster import RasterInfo, Stretch, check_rgb_bands, compute_stretch, raster_info
@@ -94,6 +94,12 @@ def prepare(req: EverythingRequest) -> Prepared:
         raise InputError(
             out, "with --shard the output is a folder of tiles for merge-everything, not a .gpkg"
         )
+    if req.shard is None:
+        check_output_file(out, "--out")
+    else:
+        check_output_folder(out, "--out")
+    if req.resume_dir:
+        check_output_folder(req.resume_dir, "--resume-dir")
     ortho = str(storage.fetch(req.ortho, req.cache_dir, what="raster"))
     info = raster_info(ortho)
     bands = check_rgb_bands(info, req.params.rgb_bands)
@@ -255,6 +261,7 @@ def merge_everything(
     """Merge finished shard folders (one run, every shard once) into ``out`` and its summary."""
     if not str(out).lower().endswith(".gpkg"):
         raise InputError(out, "output must be a GeoPackage (.gpkg)")
+    check_output_file(out, "--out")
     if not inputs:
         raise InputError(out, "no shard folders to merge")
     shards = [read_shard_summary(f) for f in inputs]

@@ -20,8 +20,8 @@ import pandas as pd
 import rasterio
 from rasterio import Affine
 from rasterio.errors import RasterioIOError
-from tqdm import tqdm
 
+from crownsam.common.progress import progress_bar
 from crownsam.common.raster import Stretch, read_error, read_rgb_window
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline
 from crownsam.everything.params import EverythingParams
@@ -199,7 +199,7 @@ def segment_tiles(
             settings,
             strip=without_pixels,
         )
-        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(tiles), desc="tiles", unit="tile", enabled=progress)
         with closing(stream), bar:
             for tile in tiles:
                 if tile.key in summaries:

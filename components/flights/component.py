@@ -11,8 +11,9 @@ from crownsam.common.images import CPU_IMAGE
 def prepare_segments_op(
     coarse_uri: str, coarse_fingerprint: str, chm_uri: str, chm_fingerprint: str, segments: Output[Dataset]
 ):
-    """Coarse segments as an artifact; runs CHM crown segmentation when the flight has no coarse file."""
+    """Coarse segments as an artifact (a folder holding ``segments.gpkg``: GDAL wants the extension); runs
+    CHM crown segmentation when the flight has no coarse file."""
     from crownsam.flights.segments import prepare_segments
 
-    info = prepare_segments(coarse_uri, chm_uri, segments.path)
+    info = prepare_segments(coarse_uri, chm_uri, f"{segments.path}/segments.gpkg")
     segments.metadata.update({k: v for k, v in info.items() if isinstance(v, (str, int, float))})

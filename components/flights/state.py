@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from crownsam.common import storage
@@ -55,15 +56,19 @@ def resolve_tracking_uri(tracking_uri: str | None, work_uri: str | None = None) 
     if env:
         return env
     if work_uri and not storage.is_remote(work_uri):
-        from pathlib import Path
-
-        path = Path(work_uri).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        path = Path(work_uri).expanduser().resolve()  # created with the store (FlightState), not here
         return f"sqlite:///{(path / 'mlflow.db').as_posix()}"
     raise CrownsamError(
         None,
         "an MLflow tracking URI is needed (--tracking-uri or MLFLOW_TRACKING_URI) for a remote work area",
     )
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///"))  # sqlite:////abs -> /abs; sqlite:///rel -> rel
 
 
 @dataclass(frozen=True)
@@ -125,18 +130,32 @@ class FlightState:
     """Reads and writes the flight and retraining runs of one MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri)
+        self._client: Any = None
         self._experiment_id: str | None = None
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made on first use (making one creates a missing sqlite store)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
 
     # -- experiment ---------------------------------------------------------------------------------
 
     def experiment_id(self, create: bool = False) -> str | None:
-        """The experiment's id; None when it does not exist and ``create`` is False."""
+        """The experiment's id; None when it does not exist and ``create`` is False. Reading never
+        creates anything: a sqlite store whose file does not exist yet holds no experiment (MLflow would
+        create the database on first contact), so a scan or a dry run leaves the work area alone."""
         if self._experiment_id is None:
+            db = sqlite_file(self.tracking_uri)
+            if db is not None and not db.exists():
+                if not create:
+                    return None
+                db.parent.mkdir(parents=True, exist_ok=True)
             try:
                 exp = self.client.get_experiment_by_name(self.experiment)
                 if exp is not None:

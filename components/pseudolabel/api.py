@@ -18,7 +18,7 @@ import pyproj
 from rasterio import Affine
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_file, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.common.raster import open_raster, raster_info
 from crownsam.common.vector import ID_COLUMN, ReadReport, read_segments
@@ -97,6 +97,10 @@ def prepare(req: PseudolabelRequest) -> Prepared:
     treetops; return what the run needs."""
     if not str(req.out).lower().endswith(".gpkg"):
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
+    check_output_file(req.out, "--out")
+    parts = resume_uri(req)
+    if parts:
+        check_output_folder(parts, "--resume-dir")
     p = req.params
     ortho = str(storage.fetch(req.ortho, req.cache_dir, what="raster"))
     segments = str(storage.fetch(req.segments, req.cache_dir, what="segments file"))

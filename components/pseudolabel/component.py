@@ -44,13 +44,14 @@ def pseudolabel_op(
 
     Finished windows are kept beside the output (``<labels>.parts``) so a retried task resumes.
     """
+    from crownsam.common.artifacts import label_file
     from crownsam.common.window_pipeline import WindowLoopParams
     from crownsam.pseudolabel.api import pseudolabel_shard_artifact
     from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 
     pseudolabel_shard_artifact(
         ortho_uri,
-        segments.path,
+        label_file(segments.path),
         plan.path,
         labels.path,
         labels.uri,

@@ -189,6 +189,12 @@ class CrossWindowResult:
     labels_changed: int = 0
 
 
+def _clip(box: Region, region: Region) -> Region:
+    """``box`` clipped to ``region`` (both raster pixels ``(r0, c0, r1, c1)``); empty boxes keep r1 >= r0."""
+    r0, c0 = max(box[0], region[0]), max(box[1], region[1])
+    return r0, c0, max(r0, min(box[2], region[2])), max(c0, min(box[3], region[3]))
+
+
 def resolve_across_windows(
     labels: gpd.GeoDataFrame, claims: dict[int, Claim], transform: Affine, width: int, height: int
 ) -> CrossWindowResult:
@@ -233,13 +239,19 @@ def resolve_across_windows(
             int(i) for i in tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
         )
         hw = (r1 - r0, c1 - c0)
-        claimed = [pixels_of(geoms[i], region, transform) for i in near]
-        values = [claims[int(labels[ID_COLUMN].iloc[i])].values(region) for i in near]
-        won = resolve_claims(claimed, values, [(0, 0, hw[0], hw[1])] * len(near), hw)
-        for i, c, w in zip(near, claimed, won, strict=True):
+        # Each label's arrays cover only its own box within the region (outside it, it claims nothing):
+        # chained overlaps can merge into a region as large as the raster, with hundreds of labels near.
+        subs = [_clip(raster_box(geoms[i], inv, width, height), region) for i in near]
+        claimed = [pixels_of(geoms[i], sub, transform) for i, sub in zip(near, subs, strict=True)]
+        values = [
+            claims[int(labels[ID_COLUMN].iloc[i])].values(sub) for i, sub in zip(near, subs, strict=True)
+        ]
+        local = [(a0 - r0, b0 - c0, a1 - r0, b1 - c0) for a0, b0, a1, b1 in subs]
+        won = resolve_claims(claimed, values, local, hw)
+        for i, sub, c, w in zip(near, subs, claimed, won, strict=True):
             gone = c & ~w
             if gone.any():
-                lost.setdefault(i, []).append((region, gone))
+                lost.setdefault(i, []).append((sub, gone))
                 out.pixels_reassigned += int(gone.sum())
     keep = np.ones(len(labels), dtype=bool)
     new_geoms = list(geoms)

@@ -14,7 +14,7 @@ import pandas as pd
 from rasterio import Affine
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_file
 from crownsam.common.errors import InputError
 from crownsam.common.vector import ID_COLUMN
 from crownsam.pseudolabel.api import LAYER, claims_path
@@ -154,6 +154,14 @@ def merge_shards(inputs: list[str], out: str, cache_dir: str | None = None) -> d
     labels, resolve pixels claimed by labels of different windows; atomic."""
     if not inputs:
         raise InputError(out, "no shard outputs to merge")
+    check_output_file(out, "--out")
+    for u in inputs:  # name the shard the user gave, not the summary derived from it
+        if not storage.exists(u):
+            raise InputError(u, "shard output not found")
+        if not storage.exists(summary_of(u)):
+            raise InputError(
+                u, f"has no summary beside it ({summary_of(u)}); not a pseudolabel shard output?"
+            )
     summaries = [json.loads(storage.read_bytes(summary_of(u))) for u in inputs]
     merged = merge_summaries(summaries, inputs)
     frames = [gpd.read_file(storage.fetch(u, cache_dir, what="shard output"), layer=LAYER) for u in inputs]

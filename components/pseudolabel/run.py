@@ -33,8 +33,8 @@ import rasterio
 import shapely
 from rasterio import Affine
 from rasterio.windows import Window
-from tqdm import tqdm
 
+from crownsam.common.progress import progress_bar
 from crownsam.common.raster import open_raster, read_rgb_window
 from crownsam.common.vector import ID_COLUMN
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline
@@ -428,9 +428,7 @@ def pseudolabel_plan(
             settings,
             strip=without_image,
         )
-        bar = tqdm(
-            total=len(plan.windows), desc="windows", unit="win", disable=not progress, dynamic_ncols=True
-        )
+        bar = progress_bar(total=len(plan.windows), desc="windows", unit="win", enabled=progress)
         with closing(stream), bar:
             for window in plan.windows:
                 if window.key in done:

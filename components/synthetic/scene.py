@@ -11,7 +11,7 @@ import rasterio
 from rasterio import features
 from shapely.geometry import Polygon, box
 
-from crownsam.common.atomic import atomic_path
+from crownsam.common.atomic import atomic_path, check_output_folder
 from crownsam.common.errors import InputError
 from crownsam.synthetic.coarse import false_segments, plan_segments, vectorise
 from crownsam.synthetic.crowns import Tree, place_trees, true_crowns
@@ -178,12 +178,13 @@ def generate_scene(out_dir: str | Path, size: int = 4096, seed: int = 0, n_manua
     """
     if not isinstance(size, int | np.integer) or size < MIN_SIZE:
         raise InputError(
-            out_dir, f"scene size must be an integer of at least {MIN_SIZE} pixels, got {size!r}"
+            "--size", f"scene size must be an integer of at least {MIN_SIZE} pixels, got {size!r}"
         )
     if not isinstance(seed, int | np.integer) or seed < 0:
-        raise InputError(out_dir, f"seed must be a non-negative integer, got {seed!r}")
+        raise InputError("--seed", f"must be a non-negative integer, got {seed!r}")
     if not isinstance(n_manual, int | np.integer) or n_manual < 1:
-        raise InputError(out_dir, f"n_manual must be a positive integer, got {n_manual!r}")
+        raise InputError("--n-manual", f"must be a positive integer, got {n_manual!r}")
+    check_output_folder(out_dir, "OUT_DIR")
     root = Path(out_dir)
     paths = ScenePaths(
         root=root,

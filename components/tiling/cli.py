@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from crownsam.common.atomic import check_output_file
 from crownsam.common.params import add_options
 from crownsam.tiling.params import TileParams
 
@@ -15,6 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from crownsam.tiling.plan import plan_from_files, split_windows
 
     tile = TileParams.from_args(args)
+    check_output_file(args.out, "--out")
     plan, _, report = plan_from_files(args.ortho, args.segments, tile)
     for note in report.notes:
         log.warning(note)

@@ -23,8 +23,9 @@ def tile_op(
 
     ``ortho_fingerprint`` is unused here: it is an input so that KFP's cache key changes with the data.
     """
+    from crownsam.common.artifacts import label_file
     from crownsam.tiling.params import TileParams
     from crownsam.tiling.plan import tile_files
 
     tile = TileParams.from_pipeline(shards=shards, rgb_bands=rgb_bands)
-    return tile_files(ortho_uri, segments.path, plan.path, tile)
+    return tile_files(ortho_uri, label_file(segments.path), plan.path, tile)

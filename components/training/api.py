@@ -15,7 +15,7 @@ import geopandas as gpd
 import shapely
 
 from crownsam.common import storage
-from crownsam.common.atomic import atomic_paths
+from crownsam.common.atomic import atomic_paths, check_output_file, check_output_folder
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import CrownsamError, InputError, mlflow_errors
 from crownsam.common.metrics import finite_metrics
@@ -108,6 +108,7 @@ def predict_files(req: PredictRequest) -> dict[str, Any]:
 
     if Path(req.out).suffix.lower() != ".gpkg":
         raise InputError(req.out, "output must be a GeoPackage (.gpkg)")
+    check_output_file(req.out, "--out")
     inf = req.inference
     info = raster_info(req.ortho)
     assert info.crs is not None  # raster_info refuses a raster without one
@@ -174,6 +175,7 @@ def evaluate_model(
     from crownsam.training.tracking import load_model, log_metrics_to_run
 
     # -- every input checked before the model is loaded (remote inputs fetched first)
+    check_output_folder(out_dir, "--out")
     manual = str(storage.fetch(manual, cache_dir, what="manual crowns", must_exist=False)) if manual else None
     area = str(storage.fetch(area, cache_dir, what="test area", must_exist=False)) if area else None
     ortho = str(storage.fetch(ortho, cache_dir, what="raster", must_exist=False)) if ortho else None

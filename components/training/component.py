@@ -48,6 +48,7 @@ def train_op(
         tags={k: v for k, v in tags.items() if v} | {"git_commit": git_commit(), "image": image_ref()},
         resume=has_checkpoint(model.path),
         progress=False,
+        evaluate_test=False,  # evaluate_model_op predicts the test chips and logs them to this same run
     )
     result = train(cfg)
     for key, value in finite_metrics(result).items():

@@ -88,11 +88,11 @@ def predict_split(
     progress: bool = False,
 ) -> dict[int, Prediction]:
     """Predictions for every chip of a split, keyed by COCO image id."""
-    from tqdm import tqdm
+    from crownsam.common.progress import progress_bar
 
     out: dict[int, Prediction] = {}
     idx = list(range(len(ds)))
-    bar = tqdm(total=len(idx), desc="predict", unit="chip", disable=not progress, leave=False)
+    bar = progress_bar(total=len(idx), desc="chips", unit="chip", enabled=progress, leave=False)
     for start in range(0, len(idx), batch_size):
         part = idx[start : start + batch_size]
         preds = predict_images(model, [ds.image_tensor(i) for i in part], device, pad=ds.chip, amp=amp)

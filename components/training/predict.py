@@ -388,7 +388,7 @@ def predict_ortho(
     """Predict crowns over ``ortho`` (or the part under ``area``, a geometry in the raster's CRS); return
     polygons with ``score`` (and, for a multi-class model's ``classes``, the class columns) and a summary
     (windows, instances, merge counts, seconds, windows/s)."""
-    from tqdm import tqdm
+    from crownsam.common.progress import progress_bar
 
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -410,7 +410,7 @@ def predict_ortho(
         instances: list[Instance] = []
         t_model = 0.0
         try:
-            bar = tqdm(total=len(wins), desc="predict", unit="window", disable=not progress, leave=False)
+            bar = progress_bar(total=len(wins), desc="windows", unit="window", enabled=progress, leave=False)
             for start in range(0, len(wins), batch_size):
                 part = wins[start : start + batch_size]
                 images, valids = [], []

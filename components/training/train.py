@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from crownsam.common.atomic import atomic_path, write_json
+from crownsam.common.atomic import atomic_path, check_output_folder, write_json
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
+from crownsam.common.progress import progress_bar
 from crownsam.training import data as D
 from crownsam.training.config import TrainConfig
 from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
@@ -285,6 +286,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     (also written to ``<out>/metrics.json``; the MLflow run id is ``metrics["run_id"]`` and in
     ``<out>/run.json``). Under torchrun, ranks other than 0 return ``{"rank": r}``."""
     cfg.validate()
+    check_output_folder(cfg.out_dir, "--out")
     dist = Dist.from_env()
     prep = prepare(cfg)
     ckpt = check_resume(cfg, prep)
@@ -507,16 +509,14 @@ class _Trainer:
         with stack:
             if main and self.cfg.tracking:
                 stack.enter_context(self.mlflow_run())
-            from tqdm import tqdm
-
             bar = stack.enter_context(
-                tqdm(
+                progress_bar(
                     total=self.total,
                     initial=min(self.state.iteration, self.total),
-                    desc=f"train {self.cfg.label_source}",
+                    desc=f"train {self.cfg.label_source}" if self.cfg.progress else "iterations",
                     unit="step",
-                    disable=not (self.cfg.progress and main),
-                    dynamic_ncols=True,
+                    enabled=self.cfg.progress,
+                    report=main,
                 )
             )
             stopped = "max_iters" if self.cfg.max_iters and self.state.iteration >= self.total else "epochs"

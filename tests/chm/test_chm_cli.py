@@ -98,6 +98,7 @@ def test_ground_only_chm_gives_an_empty_layer(tmp_path: Path) -> None:
 def bad_cases(tmp: Path, good: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (extra CLI arguments, a fragment of the expected message)."""
     ok = np.full((80, 80), 10.0)
+    reflectances = np.random.default_rng(0).integers(300, 9000, (80, 80))  # a uint16 spectral band
     nodata = write_chm(tmp / "nodata.tif", np.full((80, 80), -9999.0))
     return {
         "missing": (["--chm", str(tmp / "nope.tif")], "not found"),
@@ -124,13 +125,33 @@ def bad_cases(tmp: Path, good: Path) -> dict[str, tuple[list[str], str]]:
         "tiny_overlap": (["--chm", str(good), "--block", "128", "--overlap", "8"], "--overlap"),
         "tiny_block": (["--chm", str(good), "--block", "16"], "--block"),
         "negative_prominence": (["--chm", str(good), "--min-prominence", "-1"], "--min-prominence"),
+        "all_zeros": (
+            ["--chm", str(write_chm(tmp / "zeros.tif", np.zeros((80, 80))))],
+            "no height above 0 m",
+        ),
+        "three_bands": (["--chm", str(write_bands(tmp / "rgb.tif", ok, 3))], "has 3 bands"),
+        "reflectances": (
+            ["--chm", str(write_chm(tmp / "refl.tif", reflectances, dtype="uint16", nodata=0))],
+            "not a CHM in metres",
+        ),
+        "centimetres": (["--chm", str(write_chm(tmp / "cm.tif", ok * 100))], "above 150 m"),
     }
+
+
+def write_bands(path: Path, data: np.ndarray, count: int) -> Path:
+    """A multi-band raster (an orthophoto, not a CHM)."""
+    write_chm(path, data, count=count)
+    with rasterio.open(path, "r+") as dst:
+        for b in range(1, count + 1):
+            dst.write(data.astype(np.float32), b)
+    return path
 
 
 CASES = [
     "missing", "folder", "corrupt", "truncated", "no_crs", "geographic", "all_nodata", "negative_height",
     "absurd_height", "negative_smooth", "zero_distance", "absurd_window", "negative_window", "window_syntax",
-    "both_windows", "tiny_overlap", "tiny_block", "negative_prominence",
+    "both_windows", "tiny_overlap", "tiny_block", "negative_prominence", "all_zeros", "three_bands",
+    "reflectances", "centimetres",
 ]  # fmt: skip
 
 

@@ -271,7 +271,7 @@ def test_out_is_a_file(inputs, tmp_path, capsys) -> None:
     code, _, err = run(
         ["--manual", inputs["manual"], "--labels", f"c={inputs['coarse']}", "--out", out], capsys
     )
-    assert code == 2 and "output folder is a file" in err and out.read_bytes() == OLD
+    assert code == 2 and f"{out}: is a file; --out needs a folder" in err and out.read_bytes() == OLD
 
 
 def test_metrics_are_finite_or_null(inputs, tmp_path, capsys) -> None:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
-import struct
-import subprocess
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+from helpers import png_size, run_chromium
 from PIL import Image
 
 from crownsam.evaluation.api import OUTPUT_FILES, evaluate_files
@@ -90,34 +87,6 @@ def test_known_answer_pseudolabels_beat_coarse(evaluated, scene) -> None:
     # The written files agree with the returned evaluation.
     csv = pd.read_csv(out / "per_tree.csv")
     np.testing.assert_allclose(csv["jaccard"], ev.per_tree["jaccard"], rtol=0, atol=1e-12)
-
-
-def chromium() -> str:
-    exe = shutil.which("chromium") or "/usr/bin/chromium"
-    assert Path(exe).exists(), "Debian's chromium is needed for the report test (make system-deps)"
-    return exe
-
-
-def run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp / 'profile'}",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 def colour_pixels(img: np.ndarray, hex_rgb: str, tol: int = 40) -> int:

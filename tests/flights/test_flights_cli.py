@@ -24,7 +24,13 @@ def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
 def test_scan_prints_a_table_and_json(catalog: Path, capfd) -> None:
+    before = tree(catalog)
     assert cli.main(["flights", "scan", "--root", str(catalog)]) == 0
     out = capfd.readouterr().out.splitlines()
     assert out[0].split() == ["flight_id", "status", "date", "manual", "reason"]
@@ -36,10 +42,12 @@ def test_scan_prints_a_table_and_json(catalog: Path, capfd) -> None:
         "crownsam: 3 flight folder(s): 1 new, 0 processed, 1 incomplete, 1 invalid; "
         "next retraining: pseudolabel"
     )
-    assert (catalog / "work" / "mlflow.db").is_file()  # the default store of a local work area
     assert cli.main(["flights", "scan", "--root", str(catalog), "--json"]) == 0
     data = json.loads(capfd.readouterr().out)
     assert data["action"] == "pseudolabel" and data["new"] == ["F1"]
+    # A scan only reads: the catalog is unchanged (before, it created work/mlflow.db, the default store of
+    # a local work area; an absent store now simply holds no processed flight).
+    assert tree(catalog) == before and not (catalog / "work").exists()
 
 
 def test_bad_invocations_are_one_line(catalog: Path, tmp_path: Path, capfd) -> None:

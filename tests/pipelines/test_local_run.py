@@ -90,3 +90,39 @@ def test_registry_and_runs(run) -> None:
     with torch.no_grad():
         out = champion([torch.rand(3, 256, 256)])
     assert set(out[0]) >= {"boxes", "masks", "scores"}
+
+
+def test_index_links_every_report_and_renders_in_chromium(run, tmp_path) -> None:
+    """``index.html`` as ``crownsam run`` writes it, opened in headless Chromium: every linked report is
+    an ``.html`` page beside it, the summary shows both label sets and both models, the page is not blank
+    and carries the UNTRAINED banner."""
+    import io
+    import re
+
+    import numpy as np
+    from helpers import run_chromium
+    from PIL import Image
+
+    from crownsam.pipelines.run_report import collect, write_index
+
+    result, uri = run
+    out = tmp_path / "run"
+    index = write_index(out, collect(result.run_dir), untrained=True, tracking_uri=uri, log=result.log)
+    dom = run_chromium(tmp_path, "--dump-dom", index.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    links = re.findall(r'<a href="([^"]+)"', dom.stdout)
+    assert len(links) == 5, links  # label report, comparison, two model evaluations, pseudolabel summary
+    assert all(link.startswith("reports/") and link.endswith(".html") for link in links), links
+    for link in links:
+        page = (out / link).read_text()
+        assert page.lstrip().lower().startswith("<!doctype html") or "<html" in page[:500].lower(), link
+    text = dom.stdout
+    assert "coarse" in text and "pseudo" in text and "segm AP" in text and "UNTRAINED" in text
+
+    shot = tmp_path / "index.png"
+    res = run_chromium(tmp_path, "--window-size=1280,1200", f"--screenshot={shot}", index.resolve().as_uri())
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    img = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB")).astype(int)
+    assert img.shape == (1200, 1280, 3) and img.std() > 20  # not a blank page
+    banner = np.abs(img[:300] - np.array([0xB0, 0x00, 0x20])).sum(axis=2) <= 40  # the UNTRAINED banner
+    assert banner.sum() > 5000

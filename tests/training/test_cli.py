@@ -35,6 +35,10 @@ def one_error_line(err: str) -> str:
 def test_train_bad_input_is_one_line_and_exit_2(capsys, tmp_path, synth):
     empty = make_export(tmp_path / "empty", grid=(2, 2), empty_train_labels=True)
     out = tmp_path / "run"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    not_json = broken_copy(synth.root, tmp_path / "not-json", "train.json")
+    export_not_json = broken_copy(synth.root, tmp_path / "export-not-json", "export.json")
     cases = [
         (["--coco", str(empty.root)], "the label set is empty"),
         (["--coco", str(synth.root), "--bands", "5"], "band 5 is not in the chips"),
@@ -44,6 +48,11 @@ def test_train_bad_input_is_one_line_and_exit_2(capsys, tmp_path, synth):
         (["--coco", str(synth.root), "--lr", "0"], "--lr: must be a positive number"),
         (["--coco", str(synth.root), "--resume"], "nothing to resume"),
         (["--coco", str(synth.root), "--weights", str(tmp_path / "w.pt")], "weights not found"),
+        (["--coco", str(synth.root), "--max-iters", "-1"], "--max-iters: must be a positive integer"),
+        (["--coco", str(synth.root), "--batch-size", "0"], "--batch-size: must be a positive integer"),
+        (["--coco", str(not_json)], "train.json: not readable COCO JSON"),
+        (["--coco", str(export_not_json)], "export.json: not readable JSON"),
+        (["--coco", str(synth.root), "--out", str(a_file)], f"{a_file}: is a file; --out needs a folder"),
     ]
     for extra, message in cases:
         code, stdout, err = run_cli(capsys, "train", "--out", str(out), "--no-tracking", *extra)
@@ -55,6 +64,15 @@ def test_train_bad_input_is_one_line_and_exit_2(capsys, tmp_path, synth):
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--coco", str(synth.root), "--out", str(out), "--bands", "a,b"])
     assert exc.value.code == 2 and "--bands" in one_error_line(capsys.readouterr().err)
+
+
+def broken_copy(root, target, name: str):
+    """A copy of a COCO export folder whose ``name`` is not JSON."""
+    import shutil
+
+    shutil.copytree(root, target)
+    (target / name).write_text("{not json")
+    return target
 
 
 def test_train_from_the_command_line(capsys, tmp_path, synth):
@@ -80,6 +98,7 @@ def test_train_refuses_an_existing_run_without_resume(capsys, trained):
 def test_predict_bad_input(capsys, tmp_path, trained):
     s = trained.synth
     base = ["predict", "--model", str(trained.out), "--ortho", str(s.ortho)]
+    in_the_way = trained.out / "metrics.json"  # an existing file where a folder should be
     cases = [
         (["--out", str(tmp_path / "p.shp")], "output must be a GeoPackage"),
         (
@@ -89,6 +108,9 @@ def test_predict_bad_input(capsys, tmp_path, trained):
         (["--out", str(tmp_path / "p.gpkg"), "--bands", "1,2"], "the model takes 3 bands"),
         (["--out", str(tmp_path / "p.gpkg"), "--overlap", "1.5"], "--overlap must be in [0, 1)"),
         (["--out", str(tmp_path / "p.gpkg"), "--area", str(tmp_path / "no.gpkg")], "area file not found"),
+        (["--out", str(tmp_path / "p.gpkg"), "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--out", str(tmp_path / "p.gpkg"), "--window", "0"], "--window must be at least 32"),
+        (["--out", str(in_the_way / "p.gpkg")], f"lies under the file {in_the_way}; --out needs a path"),
     ]
     for extra, message in cases:
         code, _, err = run_cli(capsys, *base, *extra)
@@ -178,6 +200,14 @@ def test_evaluate_model_bad_input(capsys, tmp_path, trained):
     code, _, err = run_cli(capsys, *base, "--manual", str(tmp_path / "none.gpkg"), "--ortho", str(s.ortho))
     assert code == 2 and "manual crowns file not found" in one_error_line(err)
     assert not (tmp_path / "e").exists()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    code, _, err = run_cli(capsys, *base[:-1], str(a_file))
+    assert code == 2 and f"{a_file}: is a file; --out needs a folder" in one_error_line(err)
+    assert a_file.read_text() == "not a folder"
+    not_json = broken_copy(s.root, tmp_path / "not-json", "test.json")
+    code, _, err = run_cli(capsys, *base[:3], "--coco", str(not_json), "--out", str(tmp_path / "e"))
+    assert code == 2 and "test.json: not readable COCO JSON" in one_error_line(err)
 
 
 def test_evaluate_model_refines_the_predicted_crowns_beside_the_raw_ones(capsys, tmp_path, trained):
