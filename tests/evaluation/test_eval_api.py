@@ -213,7 +213,7 @@ def test_bad_label_set_names(sets, match) -> None:
 def test_duplicate_or_missing_ids_are_errors() -> None:
     with pytest.raises(InputError, match="unique; 1 appears more than once"):
         evaluate_label_sets(MANUAL, {"x": frame([sq(0, 0, 1), sq(5, 0, 1)], [1, 1])})
-    with pytest.raises(InputError, match="tree_id must hold integers"):
+    with pytest.raises(InputError, match="tree_id must hold whole numbers; found an empty value"):
         evaluate_label_sets(frame(CROWNS, [1.0, None, 3.0, 4.0], "tree_id"), {"x": COARSE})
     no_crs = gpd.GeoDataFrame(geometry=[sq(0, 0, 1)])
     with pytest.raises(InputError, match="no CRS"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import geopandas as gpd
 from kfp import local
 
+from crownsam.common.artifacts import label_file
 from crownsam.flights.component import prepare_segments_op
 from crownsam.synthetic import generate_scene
 
@@ -19,7 +20,7 @@ def test_chm_branch_runs_as_a_kfp_task(tmp_path: Path) -> None:
         coarse_uri="", coarse_fingerprint="", chm_uri=str(scene.chm), chm_fingerprint="x"
     )
     artifact = task.outputs["segments"]
-    crowns = gpd.read_file(artifact.path)
+    crowns = gpd.read_file(label_file(artifact.path))  # a folder holding segments.gpkg
     assert artifact.metadata["source"] == "chm" and artifact.metadata["segments"] == len(crowns) > 10
     assert {"segment_id", "treetop_x", "treetop_y"} <= set(crowns.columns)
     truth = gpd.read_file(scene.truth)
