@@ -13,6 +13,7 @@ import geopandas as gpd
 import pytest
 
 from crownsam import cli
+from crownsam.common.artifacts import label_file
 from crownsam.synthetic import generate_scene
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def test_run_a_flight_that_has_only_a_chm(tmp_path: Path, monkeypatch: pytest.Mo
     assert cli.main([*argv, *(x for p in FAST for x in ("--param", p))]) == 0
     (segments,) = (tmp_path / "run").rglob("prepare-segments-op/segments*")
 
-    crowns = gpd.read_file(segments)
+    crowns = gpd.read_file(label_file(str(segments)))  # the artifact: a folder holding segments.gpkg
     assert len(crowns) > 10 and {"treetop_x", "treetop_y"} <= set(crowns.columns)  # made from the CHM
     (comparison,) = (tmp_path / "run").rglob("comparison.json")
     assert set(json.loads(comparison.read_text())["registry"]["versions"]) == {"coarse", "pseudo"}
