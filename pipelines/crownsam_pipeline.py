@@ -169,7 +169,7 @@ def crownsam_pipeline(
         missed_min_height=missed_min_height,
         red_band=red_band,
         nir_band=nir_band,
-    ).set_display_name("missed crowns (off: pass-through)")
+    ).set_display_name("missed crowns (if find_missed)")
     label_eval = cpu_task(
         evaluate_labels_op(
             manual_uri=manual_uri,
@@ -192,7 +192,7 @@ def crownsam_pipeline(
             ortho_fingerprint=fp["ortho"].output,
             labels=completed.output,
             pseudo_classes=pseudo_classes,
-        ).set_display_name("pseudo-classes (off: pass-through)"),
+        ).set_display_name("pseudo-classes (if pseudo_classes)"),
         memory="8G",
     ).outputs["classed"]
     model_evals = {}

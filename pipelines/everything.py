@@ -118,7 +118,7 @@ def find_missed_pipeline(
             red_band=red_band,
             nir_band=nir_band,
             missed_existing_source=missed_existing_source,
-        ).set_display_name("add missed crowns (off: pass-through)"),
+        ).set_display_name("add missed crowns (if find_missed)"),
         memory="8G",
     )
     return completed.outputs["completed"]

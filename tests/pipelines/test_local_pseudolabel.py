@@ -129,7 +129,7 @@ def test_console_shows_steps_and_logs_the_rest(run) -> None:
         "segment-everything shard 1",
         "segment-everything shard 2",
         "merge segment-everything shards",
-        "add missed crowns (off: pass-through)",
+        "add missed crowns (if find_missed)",
         "evaluate-labels-op",
     }
     assert all(s.status == "SUCCESS" for s in console.steps)
