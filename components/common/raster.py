@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -160,20 +160,38 @@ def stretch_table(dtype: str, lo: float, hi: float) -> np.ndarray | None:
     return stretch_values(values, lo, hi)
 
 
-def apply_stretch(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
-    """Map (bands, H, W) data to uint8 (H, W, bands) with a per-band linear stretch
+def stretch_planes(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
+    """Map (bands, H, W) data to uint8 (bands, H, W) with a per-band linear stretch
     (:func:`stretch_values`); invalid pixels -> 0. 8- and 16-bit integer bands go through a lookup table
     of the same values (:func:`stretch_table`)."""
-    out = np.empty((data.shape[1], data.shape[2], data.shape[0]), dtype=np.uint8)
+    out = np.empty(data.shape, dtype=np.uint8)
     for i, (lo, hi) in enumerate(stretch):
         table = stretch_table(data.dtype.str, float(lo), float(hi))
         if table is None:
-            out[..., i] = stretch_values(data[i], lo, hi)
+            out[i] = stretch_values(data[i], lo, hi)
         else:
-            out[..., i] = table[data[i].view(f"u{data.dtype.itemsize}")]
+            np.take(table, data[i].view(f"u{data.dtype.itemsize}"), out=out[i])
     if valid is not None:
-        out[~valid] = 0
+        np.multiply(out, valid, out=out)
     return out
+
+
+def apply_stretch(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None = None) -> np.ndarray:
+    """Map (bands, H, W) data to uint8 (H, W, bands), contiguous, with :func:`stretch_planes`."""
+    return np.ascontiguousarray(stretch_planes(data, stretch, valid).transpose(1, 2, 0))
+
+
+def valid_pixels(
+    src: rasterio.io.DatasetReader, band: int, values: np.ndarray, window: Window
+) -> np.ndarray | None:
+    """GDAL's validity mask of ``band`` in ``window`` (None when the raster has no nodata value), from
+    ``values`` (the band's pixels there) when the mask is just "not the nodata value" of an integer band,
+    else by reading the mask."""
+    if src.nodata is None:
+        return None
+    if values.dtype.kind in "iu" and src.mask_flag_enums[band - 1] == [MaskFlags.nodata]:
+        return values != src.nodata
+    return src.read_masks(band, window=window) > 0
 
 
 def read_rgb_window(
@@ -183,15 +201,19 @@ def read_rgb_window(
     stretch: Stretch,
     pad_to: int | None = None,
 ) -> np.ndarray:
-    """Read one window of the chosen bands as stretched uint8 RGB (H, W, 3), padded with 0 to ``pad_to``."""
+    """Read one window of the chosen bands as stretched uint8 RGB (H, W, 3), padded with 0 to ``pad_to``.
+
+    The array is an (H, W, 3) view of three contiguous band planes, the layout SAM2's transforms want:
+    they make their (3, H, W) tensor from it without a copy."""
     try:
         data = src.read(list(bands), window=window)
-        mask = src.read_masks(bands[0], window=window) > 0 if src.nodata is not None else None
+        mask = valid_pixels(src, bands[0], data[0], window)
     except RasterioIOError as exc:
         raise read_error(src.name, exc) from exc
-    rgb = apply_stretch(data, stretch, mask)
-    if pad_to is not None and (rgb.shape[0] < pad_to or rgb.shape[1] < pad_to):
-        padded = np.zeros((max(pad_to, rgb.shape[0]), max(pad_to, rgb.shape[1]), 3), dtype=np.uint8)
-        padded[: rgb.shape[0], : rgb.shape[1]] = rgb
-        rgb = padded
-    return rgb
+    planes = stretch_planes(data, stretch, mask)
+    h, w = planes.shape[1:]
+    if pad_to is not None and (h < pad_to or w < pad_to):
+        padded = np.zeros((planes.shape[0], max(pad_to, h), max(pad_to, w)), dtype=np.uint8)
+        padded[:, :h, :w] = planes
+        planes = padded
+    return planes.transpose(1, 2, 0)

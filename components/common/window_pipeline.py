@@ -36,12 +36,16 @@ the main module; the ``crownsam`` command and KFP's executor do).
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -137,12 +141,93 @@ def preload(*modules: str) -> None:
     _PRELOAD.update(modules)
 
 
-def _finish_pool(settings: PipelineSettings) -> Executor:
+def forkserver_preload() -> list[str]:
+    """What the forkserver imports once for all workers, so that no worker imports it again: a
+    ``python -m`` main module, the main script (by :mod:`crownsam.common.forkserver_main`, which this
+    tells its path), and the modules named by :func:`preload`."""
+    from multiprocessing import spawn
+
+    from crownsam.common.forkserver_main import MAIN_ENV
+
+    main = spawn.get_preparation_data("forkserver")
+    named = main.get("init_main_from_name")
+    if "init_main_from_path" in main:
+        os.environ[MAIN_ENV] = main["init_main_from_path"]
+    first = [named] if named and named != "__main__" and not named.endswith(".__main__") else []
+    return [*first, "crownsam.common.forkserver_main", *sorted(_PRELOAD)]
+
+
+class _Starting:
+    """Worker processes being started in a background thread (:func:`start_workers`)."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        self.pool: Executor | None = None
+        self.started: list[Future] = []
+        self.thread = threading.Thread(target=self._start, args=(settings,), name="start-workers")
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _start(self, settings: PipelineSettings) -> None:
+        pool = _new_pool(settings)
+        try:
+            # each task starts one worker process (they come faster than a process starts)
+            self.started = [pool.submit(os.getpid) for _ in range(settings.workers)]
+        except (OSError, RuntimeError, BrokenProcessPool):  # the run starts its own pool (and reports)
+            pool.shutdown(wait=False, cancel_futures=True)
+            return
+        self.pool = pool
+
+    def result(self) -> Executor | None:
+        self.thread.join()
+        return self.pool
+
+    def wait(self) -> None:
+        """Until every worker process runs (or the start failed)."""
+        if self.result() is not None:
+            wait_for(self.started)
+
+
+# worker pools being started ahead of their run, by (workers, processes): all a pool depends on
+_STARTED: dict[tuple[int, bool], _Starting] = {}
+
+
+@atexit.register
+def _stop_started() -> None:
+    for starting in _STARTED.values():
+        pool = starting.result()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    _STARTED.clear()
+
+
+def _new_pool(settings: PipelineSettings) -> Executor:
     if not settings.processes:
         return ThreadPoolExecutor(settings.workers, thread_name_prefix="finish")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(sorted(_PRELOAD))
+    ctx.set_forkserver_preload(forkserver_preload())
     return ProcessPoolExecutor(settings.workers, mp_context=ctx)
+
+
+def _finish_pool(settings: PipelineSettings) -> Executor:
+    """The workers :func:`start_workers` started for these settings, else new ones."""
+    starting = _STARTED.pop((settings.workers, settings.processes), None)
+    pool = starting.result() if starting is not None else None
+    return pool if pool is not None else _new_pool(settings)
+
+
+def start_workers(settings: PipelineSettings, *, wait: bool = False) -> None:
+    """Start the worker processes of the next :func:`run_pipeline` with these settings now, in a
+    background thread: call it before loading the model, so that the workers' start (~1 s: the
+    forkserver imports :func:`forkserver_preload`) overlaps with it. ``wait``: return once they run.
+    Nothing for the sequential loop or thread workers."""
+    if settings.sequential or not settings.processes:
+        return
+    key = (settings.workers, settings.processes)
+    starting = _STARTED.get(key)
+    if starting is None:
+        starting = _STARTED[key] = _Starting(settings)
+    if wait:
+        starting.wait()
 
 
 def run_pipeline(

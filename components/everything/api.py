@@ -23,7 +23,7 @@ from crownsam.common.atomic import atomic_paths, check_output_file, check_output
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import InputError
 from crownsam.common.raster import RasterInfo, Stretch, check_rgb_bands, compute_stretch, raster_info
-from crownsam.common.window_pipeline import WindowLoopParams
+from crownsam.common.window_pipeline import WindowLoopParams, start_workers
 from crownsam.everything.params import EverythingParams, PipelineFindMissed
 from crownsam.everything.passes import AmgGenerator, MaskGenerator
 from crownsam.everything.run import segment_tiles, tiles_block, write_merged
@@ -154,6 +154,7 @@ def run_segment_everything(req: EverythingRequest, generator: MaskGenerator | No
     """
     prep = prepare(req)
     extra: dict = {}
+    start_workers(req.loop.settings())  # they start while SAM2 loads
     if generator is None:
         generator, extra = build_generator(req)
     key = run_key(

@@ -22,7 +22,7 @@ from crownsam.common.atomic import atomic_paths, check_output_file, check_output
 from crownsam.common.errors import InputError
 from crownsam.common.raster import open_raster, raster_info
 from crownsam.common.vector import ID_COLUMN, ReadReport, read_segments
-from crownsam.common.window_pipeline import WindowLoopParams
+from crownsam.common.window_pipeline import WindowLoopParams, start_workers
 from crownsam.pseudolabel.exclusive import CLAIMS_SUFFIX
 from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
 from crownsam.pseudolabel.predictor import PromptPredictor
@@ -229,6 +229,7 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: PromptPredictor | None =
     extra: dict = {"rgb_bands": list(plan.rgb_bands), "plan": req.plan, "chm": req.chm} | prep.summary
     extra["settings"] = req.params.as_dict()
     extra["window_loop"] = {"workers": req.loop.settings().workers, "window_batch": req.loop.window_batch}
+    start_workers(req.loop.settings())  # they start while SAM2 loads
     if predictor is None:
         from crownsam.pseudolabel.sam2_model import sam2_box_predictor
 

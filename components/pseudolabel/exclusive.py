@@ -21,14 +21,24 @@ import base64
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
+import rasterio.features
 import shapely
 from rasterio import Affine
 
 from crownsam.common.vector import ID_COLUMN
-from crownsam.pseudolabel.masks import LogitPatch, ceil_px, floor_px, largest_component, mask_to_polygon
+from crownsam.pseudolabel.masks import (
+    LogitPatch,
+    bbox,
+    ceil_px,
+    floor_px,
+    largest_component,
+    mask_to_polygon,
+)
+from crownsam.pseudolabel.overlap import mask_overlaps
 from crownsam.pseudolabel.vegetation import inside_mask
 
 SKIP_EMPTY_AFTER_EXCLUSIVE = "empty_after_exclusive"
@@ -48,20 +58,70 @@ def resolve_claims(
     ``claims[i]`` is a boolean crop of ``regions[i]`` (``(r0, c0, r1, c1)`` in a frame of size ``hw``),
     ``values[i]`` the logits there (an array like the claim, or one number for all its pixels). A pixel
     goes to the highest value; on equal values the earlier claim keeps it. Returns the pixels each claim
-    won, as crops of its region.
+    won, as crops of its region: a claim that shares no pixel with another is returned as it is (the same
+    array, not a copy).
+
+    Only contested claims (sharing a pixel with another) are compared, in groups linked by shared
+    pixels, each on the bounding box of its claims' pixels: a pixel's winner depends only on the claims
+    holding it, which share it and so are in one group, so the result is the same.
     """
-    best = np.full(hw, -np.inf, dtype=np.float32)
-    owner = np.full(hw, -1, dtype=np.int64)
-    for i, (claim, value, (r0, c0, r1, c1)) in enumerate(zip(claims, values, regions, strict=True)):
-        b, o = best[r0:r1, c0:c1], owner[r0:r1, c0:c1]
-        v = np.broadcast_to(np.asarray(value, dtype=np.float32), claim.shape)
-        win = claim & ((o < 0) | (v > b))
-        b[win] = v[win]
-        o[win] = i
-    return [
-        claim & (owner[r0:r1, c0:c1] == i)
-        for i, (claim, (r0, c0, r1, c1)) in enumerate(zip(claims, regions, strict=True))
-    ]
+    won = list(claims)
+    pairs, _ = mask_overlaps(claims, regions)
+    if not pairs:
+        return won
+    for group in _linked(pairs):
+        # each claim's pixel box, frame coordinates
+        boxes = []
+        for i in group:
+            br0, bc0, br1, bc1 = cast("Region", bbox(claims[i]))  # a claim with a shared pixel has pixels
+            boxes.append((regions[i][0] + br0, regions[i][1] + bc0, regions[i][0] + br1, regions[i][1] + bc1))
+        fr0, fc0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        shape = (max(b[2] for b in boxes) - fr0, max(b[3] for b in boxes) - fc0)
+        best = np.full(shape, -np.inf, dtype=np.float32)
+        owner = np.full(shape, -1, dtype=np.int32)
+        crops = []
+        for i, (r0, c0, r1, c1) in zip(group, boxes, strict=True):
+            inner = (
+                slice(r0 - regions[i][0], r1 - regions[i][0]),
+                slice(c0 - regions[i][1], c1 - regions[i][1]),
+            )
+            crops.append(inner)
+            claim = claims[i][inner]
+            value = values[i]
+            v = value[inner] if isinstance(value, np.ndarray) else np.float32(value)
+            b, o = (
+                best[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0],
+                owner[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0],
+            )
+            win = claim & ((o < 0) | (v > b))
+            np.copyto(b, v, where=win)
+            np.copyto(o, i, where=win)
+        for i, (r0, c0, r1, c1), inner in zip(group, boxes, crops, strict=True):
+            got = np.zeros_like(claims[i])
+            got[inner] = claims[i][inner] & (owner[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0] == i)
+            won[i] = got
+    return won
+
+
+def _linked(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The groups (ascending members, ordered by their first) that ``pairs`` link (union-find)."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        parent.setdefault(i, i)
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for i in sorted(parent):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
 
 
 # ----------------------------------------------------------------------------------------------- claims
@@ -286,3 +346,46 @@ def inside_region(geom_px: shapely.Geometry, region: Region) -> np.ndarray:
     """Pixels of a window ``region`` whose centre lies in a window-pixel-space geometry."""
     r0, c0, r1, c1 = region
     return inside_mask(geom_px, (r1 - r0, c1 - c0), r0, c0)
+
+
+def inside_regions(
+    geoms_px: Sequence[shapely.Geometry | None] | np.ndarray, regions: Sequence[Region]
+) -> list[np.ndarray]:
+    """:func:`inside_region` of each geometry in its own region, with fewer GDAL calls: geometries whose
+    bounding boxes (grown by a pixel) do not meet are burned together, each with its own value, into
+    the bounding box of their regions, and each is read back in its own region. The same pixels: a
+    pixel burns only where its centre lies in the geometry, inside its box, so no two geometries of a
+    group burn the same pixel."""
+    out = [np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=bool) for r0, c0, r1, c1 in regions]
+    boxes: list[tuple[float, float, float, float]] = []
+    groups: list[list[int]] = []
+    for i, (g, (r0, c0, r1, c1)) in enumerate(zip(geoms_px, regions, strict=True)):
+        boxes.append((0.0, 0.0, 0.0, 0.0))
+        if g is None or g.is_empty or r1 <= r0 or c1 <= c0:
+            continue
+        x0, y0, x1, y1 = g.bounds
+        boxes[i] = b = (x0 - 1, y0 - 1, x1 + 1, y1 + 1)
+        for group in groups:
+            if all(
+                b[2] < boxes[j][0] or boxes[j][2] < b[0] or b[3] < boxes[j][1] or boxes[j][3] < b[1]
+                for j in group
+            ):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    for group in groups:
+        reg = np.asarray([regions[i] for i in group], dtype=np.int64).reshape(-1, 4)
+        fr0, fc0 = int(reg[:, 0].min()), int(reg[:, 1].min())
+        shape = (int(reg[:, 2].max()) - fr0, int(reg[:, 3].max()) - fc0)
+        burned = rasterio.features.rasterize(
+            [(geoms_px[i], k + 1) for k, i in enumerate(group)],
+            out_shape=shape,
+            transform=Affine.translation(fc0, fr0),
+            fill=0,
+            dtype="uint16" if len(group) >= 255 else "uint8",
+        )
+        for k, i in enumerate(group):
+            r0, c0, r1, c1 = regions[i]
+            out[i] = burned[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0] == k + 1
+    return out

@@ -29,7 +29,7 @@ def mask_vs_segment(
         return 0.0, 0.0
     inter = int(np.count_nonzero(mask & segment))
     union = int(np.count_nonzero(mask | segment))
-    return float(mask.sum()) / max(segment_area_px, 1e-9), inter / union if union else 0.0
+    return int(np.count_nonzero(mask)) / max(segment_area_px, 1e-9), inter / union if union else 0.0
 
 
 def fallback_reason(empty: bool, score: float, ratio: float, iou: float, p: PseudolabelParams) -> str:

@@ -41,15 +41,17 @@ from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipel
 from crownsam.pseudolabel.exclusive import (
     SKIP_EMPTY_AFTER_EXCLUSIVE,
     Claim,
-    inside_region,
+    inside_regions,
     resolve_across_windows,
     resolve_claims,
 )
 from crownsam.pseudolabel.fallback import fallback_reason, mask_vs_segment
 from crownsam.pseudolabel.masks import (
     LogitPatch,
+    bbox,
     clip_boxes,
     largest_component,
+    mask_and_logits,
     mask_to_polygon,
     neighbourhoods,
     region_tuple,
@@ -127,32 +129,75 @@ class WindowInput:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class SegmentTable:
+    """The run's segments as arrays, in ``segment_id`` order, made once per run so that each window only
+    indexes them (:func:`read_window`)."""
+
+    ids: np.ndarray  # (n,) int64, ascending
+    geoms: np.ndarray  # (n,) polygons in the raster's CRS
+    pix: np.ndarray  # (n,) the same in raster pixel space (:func:`pixel_geometries`)
+    bounds: np.ndarray  # (n, 4) XYXY of ``pix``
+    treetops: np.ndarray | None  # (n, 2) treetops in raster pixel space, or None without treetop columns
+    ndvi: np.ndarray  # (n,) NaN when the vegetation filter is off
+
+    @classmethod
+    def of(cls, segments: gpd.GeoDataFrame, transform: Affine) -> SegmentTable:
+        """The table of prepared segments (``segment_id``; treetop and NDVI columns when present)."""
+        seg = segments.sort_values(ID_COLUMN, kind="stable")
+        pix = pixel_geometries(seg, transform)
+        treetops = None
+        if TREETOP_X in seg.columns:
+            xy = seg[[TREETOP_X, TREETOP_Y]].to_numpy(dtype=np.float64)
+            treetops = to_window_pixels(xy, transform, 0, 0)  # each window subtracts its offset
+        n = len(seg)
+        return cls(
+            ids=seg[ID_COLUMN].to_numpy(dtype=np.int64),
+            geoms=np.asarray(seg.geometry.values, dtype=object),
+            pix=np.asarray(pix, dtype=object),
+            bounds=shapely.bounds(pix).reshape(n, 4),
+            treetops=treetops,
+            ndvi=seg[NDVI].to_numpy(dtype=np.float64) if NDVI in seg.columns else np.full(n, np.nan),
+        )
+
+    def rows(self, ids: Sequence[int]) -> np.ndarray:
+        """Positions of ``ids`` in the table (KeyError naming the first one missing)."""
+        want = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.ids, want)
+        found = (pos < len(self.ids)) & (self.ids[np.minimum(pos, len(self.ids) - 1)] == want)
+        if not found.all():
+            raise KeyError(f"segment_id {int(want[~found][0])} is not among the segments")
+        return pos
+
+
 def window_boxes(pix: np.ndarray, window: WindowTask) -> np.ndarray:
     """XYXY boxes of pixel-space geometries in the window's pixel frame, clipped to the window."""
-    b = shapely.bounds(pix)
+    return boxes_in_window(shapely.bounds(pix), window)
+
+
+def boxes_in_window(bounds: np.ndarray, window: WindowTask) -> np.ndarray:
+    """Pixel-space XYXY bounds in the window's pixel frame, clipped to the window."""
+    b = np.array(bounds, dtype=np.float64).reshape(-1, 4)
     b[:, [0, 2]] -= window.col_off
     b[:, [1, 3]] -= window.row_off
     return clip_boxes(b, window.width, window.height)
 
 
 def read_window(
-    src: rasterio.io.DatasetReader, plan: Plan, window: WindowTask, segments_by_id: gpd.GeoDataFrame
+    src: rasterio.io.DatasetReader, plan: Plan, window: WindowTask, table: SegmentTable
 ) -> WindowInput:
     """Stage 1: read the window's RGB (scene-wide stretch, padded to the plan's window size) and compute
     its prompts. Treetops become points by the same transform chain as the boxes."""
     t0 = time.perf_counter()
-    transform = Affine(*plan.transform[:6])
-    seg = segments_by_id.loc[window.segment_ids]
-    pix = pixel_geometries(seg, transform)
-    boxes = window_boxes(pix, window)
+    rows = table.rows(window.segment_ids)
+    boxes = boxes_in_window(table.bounds[rows], window)
     points = None
-    if TREETOP_X in seg.columns:
-        xy = seg[[TREETOP_X, TREETOP_Y]].to_numpy(dtype=np.float64)
-        points = to_window_pixels(xy, transform, window.row_off, window.col_off)
+    if table.treetops is not None:
+        points = table.treetops[rows] - np.array([window.col_off, window.row_off], dtype=np.float64)
         points[:, 0] = np.clip(points[:, 0], 0.0, window.width)
         points[:, 1] = np.clip(points[:, 1], 0.0, window.height)
     shift = np.array([window.col_off, window.row_off], dtype=np.float64)
-    seg_px = shapely.transform(pix, lambda xy: xy - shift)
+    seg_px = shapely.transform(table.pix[rows], lambda xy: xy - shift)
     rgb = read_rgb_window(
         src,
         Window(window.col_off, window.row_off, window.width, window.height),
@@ -160,7 +205,6 @@ def read_window(
         plan.stretch,
         pad_to=plan.window,
     )
-    ndvi = seg[NDVI].to_numpy(dtype=np.float64) if NDVI in seg.columns else np.full(len(seg), np.nan)
     return WindowInput(
         window=window,
         image=rgb,
@@ -168,8 +212,8 @@ def read_window(
         boxes=boxes,
         points=points,
         segments_px=np.asarray(seg_px, dtype=object),
-        segments=np.asarray(seg.geometry.values, dtype=object),
-        ndvi=ndvi,
+        segments=table.geoms[rows],
+        ndvi=table.ndvi[rows],
         regions=neighbourhoods(boxes, window.width, window.height),
         seconds=time.perf_counter() - t0,
     )
@@ -271,16 +315,32 @@ def postprocess_window(
 ) -> WindowResult:
     """Stage 3: masks -> labels. Largest component of each mask; fallback check against the coarse
     segment; exclusive resolution of the window's labels (``segment_id`` order); vectorising."""
+    with rasterio.Env():  # one GDAL environment for the window's rasterising, not one per segment
+        return _postprocess(inp, pred, params, transform, model, untrained)
+
+
+def _postprocess(
+    inp: WindowInput,
+    pred: WindowPrediction,
+    params: PseudolabelParams,
+    transform: Affine,
+    model: str,
+    untrained: bool,
+) -> WindowResult:
     t0 = time.perf_counter()
     w = inp.window
     pixel_area = abs(transform.determinant)
     n = len(inp.segment_ids)
     regions = [region_tuple(r) for r in inp.regions]
-    logits = [pred.patches[i].upsample(regions[i]) for i in range(n)]
-    raw = [lg > 0 for lg in logits]
+    raw: list[np.ndarray] = []
+    logits: list[np.ndarray] = []
+    for i in range(n):
+        positive, lg = mask_and_logits(pred.patches[i], regions[i])
+        raw.append(positive)
+        logits.append(lg)
     pairs, shared = mask_overlaps(raw, inp.regions)
     lcc = [largest_component(m) for m in raw]
-    seg_px = [inside_region(inp.segments_px[i], regions[i]) for i in range(n)]
+    seg_px = inside_regions(inp.segments_px, regions)
     source, reason, ratio, iou = [], [], [], []
     for i in range(n):
         r, j = mask_vs_segment(lcc[i], seg_px[i], float(inp.segments_px[i].area))
@@ -301,7 +361,9 @@ def postprocess_window(
         values = [-np.inf if source[i] == "coarse" else logits[i] for i in order]
         won = resolve_claims(claims, values, [regions[i] for i in order], (w.height, w.width))
         for i, c, got in zip(order, claims, won, strict=True):
-            reassigned += int(c.sum() - got.sum())
+            if got is c and source[i] == "sam2":  # uncontested: still the mask's largest component
+                continue
+            reassigned += int(np.count_nonzero(c)) - int(np.count_nonzero(got))
             final[i] = largest_component(got)
     t2 = time.perf_counter()
     result = WindowResult(key=w.key, prompts=n)
@@ -313,14 +375,14 @@ def postprocess_window(
             geom, npx, cut = inp.segments[i], round(inp.segments[i].area / pixel_area), False
         elif mask is not None:
             t = transform @ Affine.translation(w.col_off + c0, w.row_off + r0)
-            geom, npx, cut = mask_to_polygon(mask, t), int(mask.sum()), touches_border(mask)
+            geom, npx, cut = mask_to_polygon(mask, t), int(np.count_nonzero(mask)), touches_border(mask)
         if geom is None:
             why = SKIP_EMPTY_MASK if lcc[i] is None and not params.fallback else SKIP_EMPTY_AFTER_EXCLUSIVE
             result.skipped.append({"segment_id": int(sid), "reason": why})
             continue
         if params.exclusive and mask is not None:
-            ys, xs = np.nonzero(mask)
-            box = (r0 + int(ys.min()), c0 + int(xs.min()), r0 + int(ys.max()) + 1, c0 + int(xs.max()) + 1)
+            br0, bc0, br1, bc1 = cast("tuple[int, int, int, int]", bbox(mask))
+            box = (r0 + br0, c0 + bc0, r0 + br1, c0 + bc1)
             patch = pred.patches[i].crop(box) if source[i] == "sam2" else None
             result.claims.append(Claim(int(sid), w.row_off, w.col_off, box, patch).to_dict())
         result.geoms.append(geom)
@@ -406,7 +468,7 @@ def pseudolabel_plan(
     t_start = time.perf_counter()
     model_t0 = predictor.forward_seconds
     transform = Affine(*plan.transform[:6])
-    by_id = segments.set_index(ID_COLUMN, drop=False)
+    table = SegmentTable.of(segments, transform)
     done = store.load() if store else {}
     results: list[WindowResult] = []
     run = RunResult(labels=gpd.GeoDataFrame())
@@ -422,7 +484,7 @@ def pseudolabel_plan(
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,
-            lambda w: read_window(src, plan, w, by_id),
+            lambda w: read_window(src, plan, w, table),
             lambda inps: predict_windows(predictor, inps, params),
             finish,
             settings,

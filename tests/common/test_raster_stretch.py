@@ -36,3 +36,80 @@ def test_the_check_catches_an_off_by_one_table() -> None:
     assert table is not None
     shifted = table[np.minimum(data[0] + 1, 65535)]
     assert not np.array_equal(shifted, stretch_values(data[0], 100.0, 3000.0))
+
+
+def _write(path, data: np.ndarray, nodata: float | None, **extra) -> str:
+    import rasterio
+    from rasterio import Affine
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        nodata=nodata,
+        crs="EPSG:3067",
+        transform=Affine(0.025, 0, 385000, 0, -0.025, 6672000),
+        **extra,
+    ) as dst:
+        dst.write(data)
+    return str(path)
+
+
+def test_rgb_window_is_the_stretch_as_band_planes(tmp_path) -> None:
+    """``read_rgb_window`` gives ``apply_stretch``'s values (nodata -> 0, zero padding) as an (H, W, 3)
+    view of contiguous band planes: the layout SAM2's ToTensor turns into its tensor without a copy."""
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+    from torchvision.transforms.functional import to_tensor
+
+    from crownsam.common.raster import read_rgb_window
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 4000, (4, 50, 60), dtype=np.uint16)
+    data[:, 3:7, 15:19] = 0  # nodata
+    path = _write(tmp_path / "o.tif", data, nodata=0)
+    stretch = [(100.0, 3000.0), (50.0, 2500.0), (0.0, 4000.0)]
+    with rasterio.open(path) as src:
+        win = Window(10, 0, 50, 40)
+        rgb = read_rgb_window(src, win, (3, 2, 1), stretch, pad_to=64)
+        valid = src.read_masks(3, window=win) > 0
+    want = apply_stretch(data[[2, 1, 0], 0:40, 10:60], stretch, valid)
+    assert rgb.shape == (64, 64, 3) and not rgb[40:].any() and not rgb[:, 50:].any()
+    np.testing.assert_array_equal(rgb[:40, :50], want)
+    assert (rgb[:40, :50][~valid] == 0).all() and (~valid).sum() == 16
+    assert rgb.transpose(2, 0, 1).flags.c_contiguous  # band planes
+    tensor = to_tensor(rgb)
+    assert tensor.shape == (3, 64, 64) and torch.equal(tensor, to_tensor(np.ascontiguousarray(rgb)))
+
+
+@pytest.mark.parametrize(
+    "dtype, nodata, extra",
+    [("uint16", 0, {}), ("int16", -9999, {}), ("float32", -1.0, {}), ("uint8", None, {})],
+)
+def test_valid_pixels_are_gdals_mask(tmp_path, dtype: str, nodata, extra) -> None:
+    """The validity mask computed from the values (integer bands, nodata only) equals GDAL's own mask;
+    float bands read GDAL's mask; no nodata value: no mask."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from crownsam.common.raster import valid_pixels
+
+    rng = np.random.default_rng(2)
+    data = (rng.random((3, 30, 40)) * 100).astype(dtype)
+    if nodata is not None:
+        data[0, 5:9, 2:30] = nodata
+    path = _write(tmp_path / "v.tif", data, nodata=nodata, **extra)
+    with rasterio.open(path) as src:
+        win = Window(1, 2, 35, 25)
+        got = valid_pixels(src, 1, src.read(1, window=win), win)
+        if nodata is None:
+            assert got is None
+        else:
+            want = src.read_masks(1, window=win) > 0
+            np.testing.assert_array_equal(got, want)
+            assert 0 < want.sum() < want.size

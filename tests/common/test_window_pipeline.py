@@ -15,6 +15,7 @@ from crownsam.common.window_pipeline import (
     PipelineSettings,
     WindowLoopParams,
     run_pipeline,
+    start_workers,
     task_cpus,
 )
 
@@ -162,3 +163,66 @@ def test_task_cpus_follows_the_cgroup_quota(tmp_path: Path, files: dict[str, str
 
     affinity = len(os.sched_getaffinity(0))
     assert task_cpus(tmp_path) == (min(affinity, cap) if cap else affinity)
+
+
+def worker_pid(a: dict, b: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_started_workers_run_the_next_pipeline() -> None:
+    """``start_workers`` starts the worker processes of the next run with the same settings (while the
+    model loads, in the commands); that run uses them and takes them: the run after it starts its own."""
+    from crownsam.common import window_pipeline
+
+    settings = PipelineSettings(workers=2, ahead=1)
+    start_workers(settings, wait=True)
+    started = window_pipeline._STARTED[(2, True)].result()
+    assert started is not None
+    started_pids = set(started._processes)  # type: ignore[attr-defined]
+    assert len(started_pids) == 2
+    pids = set(run_pipeline(range(12), prepare, model, worker_pid, settings))
+    assert pids and pids <= started_pids
+    assert (2, True) not in window_pipeline._STARTED
+    again = set(run_pipeline(range(12), prepare, model, worker_pid, settings))
+    assert again and not again & started_pids
+    start_workers(PipelineSettings(workers=0))  # the sequential loop has no workers to start
+    assert (0, True) not in window_pipeline._STARTED
+
+
+SCRIPT = """
+import os, sys
+with open(os.environ["IMPORTS_LOG"], "a") as log:  # one line per import of this script
+    log.write(f"{os.getpid()}\\n")
+from crownsam.common.window_pipeline import PipelineSettings, run_pipeline
+
+
+def finish(a, b):
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    settings = PipelineSettings(workers=2)
+    pids = set(run_pipeline(range(16), lambda x: x, lambda batch: list(batch), finish, settings))
+    print(" ".join(str(p) for p in sorted(pids)))
+"""
+
+
+def test_workers_do_not_import_the_main_script_again(tmp_path: Path) -> None:
+    """A script that runs a pipeline is imported once more, by the forkserver, not once by each worker
+    process (CPython 3.11 skips its ``__main__`` preload; each worker would import the script and all
+    it imports again, 1-2 s with torch). Its workers still find the script's functions."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run_pipeline_script.py"
+    script.write_text(SCRIPT)
+    log = tmp_path / "imports.log"
+    env = os.environ | {"IMPORTS_LOG": str(log)}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    workers = {int(p) for p in out.stdout.split()}
+    importers = [int(p) for p in log.read_text().split()]
+    assert len(workers) >= 1 and not workers & set(importers)
+    assert len(importers) == 2  # the script itself, and the forkserver

@@ -146,3 +146,99 @@ def test_support_is_the_interpolation_matrix_extent(sizes: tuple[int, int]) -> N
     ]:
         _, first, last = _interp_matrix(lo, hi, in_size, out_size)
         assert support(lo, hi, in_size, out_size) == (first, last), (lo, hi)
+
+
+def _gdal_polygon(mask: np.ndarray, t: Affine) -> shapely.Polygon:
+    """GDAL's polygonize of a one-component mask: the reference for :func:`mask_to_polygon`."""
+    import rasterio.features
+    import shapely.geometry
+
+    parts = [
+        shapely.geometry.shape(g)
+        for g, v in rasterio.features.shapes(mask.astype(np.uint8), mask=mask, transform=t)
+        if v == 1
+    ]
+    assert len(parts) == 1
+    return parts[0]
+
+
+def _random_components(n: int, seed: int) -> list[np.ndarray]:
+    """Largest components of random masks: ragged outlines, holes, and pixels meeting only diagonally
+    (inside holes and on the outline), each padded by 0-2 empty rows/columns."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        lab, k = ndimage.label(rng.random((h, w)) < rng.uniform(0.3, 0.9))
+        if not k:
+            continue
+        m = lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+        out.append(np.pad(m, [(int(a), int(b)) for a, b in rng.integers(0, 3, (2, 2))]))
+    return out
+
+
+def test_mask_to_polygon_is_gdals_polygon_and_valid() -> None:
+    """Our tracer gives the point set of GDAL's polygonize (the reference) on 400 random components, as
+    a valid polygon (GEOS validity: rings that would touch themselves at a diagonal are split)."""
+    t = Affine(0.025, 0, 385000.0, 0, -0.025, 6672000.0) @ Affine.translation(37, 11)
+    pinches = 0
+    for m in _random_components(400, seed=5):
+        got, want = mask_to_polygon(m, t), _gdal_polygon(m, t)
+        assert got.is_valid, m.astype(int)
+        assert got.equals(want), m.astype(int)
+        assert got.area == pytest.approx(m.sum() * 0.025**2, rel=1e-6)  # coordinates near 4e5, 6.7e6
+        diag = m[:-1, :-1] & m[1:, 1:] & ~m[:-1, 1:] & ~m[1:, :-1]
+        pinches += int(diag.any() or (m[:-1, 1:] & m[1:, :-1] & ~m[:-1, :-1] & ~m[1:, 1:]).any())
+    assert pinches > 50  # the random masks do exercise pixels meeting only at a corner
+
+
+def test_mask_to_polygon_splits_a_ring_at_a_diagonal() -> None:
+    """A ring of pixels closed only by a diagonal: the outline touches itself at that corner, so the
+    polygon is a shell plus a hole that touches it there (GEOS-valid), not one self-touching ring."""
+    m = np.array([[0, 1, 1, 1], [1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]], dtype=bool)
+    poly = mask_to_polygon(m, Affine.identity())
+    assert poly.is_valid and poly.area == m.sum() and len(poly.interiors) == 1
+    assert shapely.Point(1, 1).intersects(poly.interiors[0]) and shapely.Point(1, 1).intersects(poly.exterior)
+    assert poly.equals(_gdal_polygon(m, Affine.identity()))
+
+
+def test_mask_and_logits_equal_the_full_upsampling() -> None:
+    """Mask and logits computed only where logits can be positive equal the whole region's upsampling
+    (mask everywhere, logits wherever the mask is True; -inf elsewhere), at SAM2's resolution and at full
+    resolution, and for a patch with no positive cell."""
+    from crownsam.pseudolabel.masks import mask_and_logits
+
+    rng = np.random.default_rng(4)
+    low = -1.0 - np.abs(rng.normal(0.0, 1.0, (256, 256))).astype(np.float32)
+    low[100:130, 60:90] += rng.uniform(0.0, 4.0, (30, 30)).astype(np.float32)  # a ragged blob
+    for region in [(360, 200, 560, 420), (0, 0, 1024, 1024), (1000, 1010, 1024, 1024)]:
+        patch = LogitPatch.from_map(low, (1024, 1024), region)
+        mask, logits = mask_and_logits(patch, region)
+        full = patch.upsample(region)
+        np.testing.assert_array_equal(mask, full > 0)
+        np.testing.assert_array_equal(logits[mask], full[mask])
+        assert np.isneginf(logits).mean() > 0.5  # not computed far from the blob
+    none = LogitPatch.from_map(np.full((256, 256), -2.0, np.float32), (1024, 1024), (10, 10, 90, 90))
+    mask, logits = mask_and_logits(none, (10, 10, 90, 90))
+    assert not mask.any() and np.isneginf(logits).all()
+    data = rng.normal(0.0, 1.0, (40, 50)).astype(np.float32)
+    ident = LogitPatch(data, 10, 20, (100, 100), (100, 100))
+    mask, logits = mask_and_logits(ident, (12, 25, 45, 60))
+    np.testing.assert_array_equal(mask, data[2:35, 5:40] > 0)
+    np.testing.assert_array_equal(logits[mask], data[2:35, 5:40][mask])
+
+
+def test_largest_component_is_that_of_the_whole_mask() -> None:
+    """Labelling only the mask's bounding box gives the same component (ties: first in row-major order)
+    as labelling the whole array."""
+    from scipy import ndimage
+
+    for m in _random_components(100, seed=6):
+        big = np.pad(m, ((3, 5), (7, 2))) | np.pad(np.zeros_like(m), ((3, 5), (7, 2)))
+        big[0, 0] = True  # a second, one-pixel component outside the first's box
+        labels, _ = ndimage.label(big)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        np.testing.assert_array_equal(largest_component(big), labels == int(np.argmax(sizes)))

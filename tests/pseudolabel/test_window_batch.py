@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rasterio import Affine
 
 from crownsam.common.raster import open_raster
 from crownsam.pseudolabel.params import PseudolabelParams
-from crownsam.pseudolabel.run import predict_windows, read_window
+from crownsam.pseudolabel.run import SegmentTable, predict_windows, read_window
 from crownsam.pseudolabel.sam2_model import Sam2BoxPredictor, build_sam2_model
 from crownsam.synthetic import generate_scene
 from crownsam.tiling.params import TileParams
@@ -22,9 +23,9 @@ def inputs(tmp_path_factory):
     plan, segments, _ = plan_from_files(
         str(scene.ortho), str(scene.coarse), TileParams(window=256, stride=256)
     )
-    by_id = segments.set_index("segment_id", drop=False)
+    table = SegmentTable.of(segments, Affine(*plan.transform[:6]))
     with open_raster(scene.ortho) as src:
-        inps = [read_window(src, plan, w, by_id) for w in plan.windows]
+        inps = [read_window(src, plan, w, table) for w in plan.windows]
     inps = [i for i in inps if len(i.segment_ids) >= 2][:2]
     assert len(inps) == 2
     return inps

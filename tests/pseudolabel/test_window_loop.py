@@ -87,3 +87,31 @@ def test_the_comparison_catches_a_changed_label(scene, plan_file, tmp_path) -> N
     swapped = labels.iloc[[1, 0, *range(2, len(labels))]].reset_index(drop=True)
     with pytest.raises(AssertionError):
         assert_same_labels(swapped, labels)
+
+
+def test_segment_table_rows_are_the_segments() -> None:
+    """The run's segment table (made once, indexed per window) holds each segment's geometry, pixel
+    geometry, box and treetop by ``segment_id``, whatever the input order; a missing id is named."""
+    import numpy as np
+    from rasterio import Affine
+
+    from crownsam.pseudolabel.run import TREETOP_X, TREETOP_Y, SegmentTable
+
+    t = Affine(0.5, 0, 100.0, 0, -0.5, 200.0)
+    seg = gpd.GeoDataFrame(
+        {"segment_id": [7, 3, 5], TREETOP_X: [101.0, 102.0, 103.0], TREETOP_Y: [199.0, 198.0, 197.0]},
+        geometry=[
+            shapely.box(101, 190, 104, 195),
+            shapely.box(100, 199, 101, 200),
+            shapely.box(105, 180, 106, 181),
+        ],
+    )
+    table = SegmentTable.of(seg, t)
+    assert table.ids.tolist() == [3, 5, 7]
+    rows = table.rows([7, 3])
+    assert [g.equals(seg.geometry[i]) for g, i in zip(table.geoms[rows], [0, 1], strict=True)] == [True, True]
+    assert table.bounds[rows].tolist() == [[2.0, 10.0, 8.0, 20.0], [0.0, 0.0, 2.0, 2.0]]
+    assert table.treetops is not None and table.treetops[rows].tolist() == [[2.0, 2.0], [4.0, 4.0]]
+    assert np.isnan(table.ndvi).all()
+    with pytest.raises(KeyError, match="segment_id 4"):
+        table.rows([3, 4])
