@@ -153,6 +153,8 @@ def forkserver_preload() -> list[str]:
     named = main.get("init_main_from_name")
     if "init_main_from_path" in main:
         os.environ[MAIN_ENV] = main["init_main_from_path"]
+    else:  # not one inherited from a parent process that runs another script
+        os.environ.pop(MAIN_ENV, None)
     first = [named] if named and named != "__main__" and not named.endswith(".__main__") else []
     return [*first, "crownsam.common.forkserver_main", *sorted(_PRELOAD)]
 
