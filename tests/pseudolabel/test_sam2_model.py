@@ -114,3 +114,30 @@ def test_point_prompts_equal_sam2_predict(tiny) -> None:
     positive, _ = p.predict(PromptBatch(boxes=boxes, points=points, labels=np.ones_like(labels)), regions)
     r = tuple(int(v) for v in regions[0])
     assert np.abs(negative[0].upsample(r) - positive[0].upsample(r)).max() > 1e-3
+
+
+def test_embedding_made_on_the_device_equals_sam2s(tiny) -> None:
+    """Our image encoder call (uint8 band planes to the device, SAM2's transforms there) leaves exactly the
+    features and sizes of SAM2's own ``set_image``, for an interleaved image and for our band-plane view,
+    and of ``set_image_batch`` for two windows."""
+    p = Sam2BoxPredictor(tiny, name="sam2.1_hiera_t", untrained=True)
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8) for _ in range(2)]
+    with torch.inference_mode():
+        p.predictor.set_image(imgs[0])
+    ref = p.predictor._features
+    planes_view = np.ascontiguousarray(imgs[0].transpose(2, 0, 1)).transpose(1, 2, 0)
+    for img in (imgs[0], planes_view):
+        p.set_image(img)
+        got = p.predictor._features
+        assert torch.equal(got["image_embed"], ref["image_embed"])
+        assert all(
+            torch.equal(a, b) for a, b in zip(got["high_res_feats"], ref["high_res_feats"], strict=True)
+        )
+        assert p.predictor._orig_hw == [(1024, 1024)] and not p.predictor._is_batch
+    with torch.inference_mode():
+        p.predictor.set_image_batch(imgs)
+    ref = p.predictor._features
+    p.set_image_batch(imgs)
+    assert torch.equal(p.predictor._features["image_embed"], ref["image_embed"])
+    assert p.predictor._is_batch and p.predictor._orig_hw == [(1024, 1024)] * 2
