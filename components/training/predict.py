@@ -147,7 +147,14 @@ def window_output(out: dict[str, torch.Tensor], win: Win, score_threshold: float
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
         return WindowOutput(scores[keep], labels[keep], np.zeros((0, win.height, win.width), bool))
-    masks = (out["masks"][keep, 0, : win.height, : win.width].detach().float() >= 0.5).cpu().numpy()
+    probs = out["masks"][:, 0, : win.height, : win.width]  # a view
+    if keep.size < len(scores):  # (none dropped when the model applies the threshold itself)
+        probs = probs[keep]
+    probs = probs.detach().float()
+    # on a CPU numpy's comparison is faster than torch's (same booleans); on a GPU, compare there so that
+    # only booleans are copied to the host
+    on_cpu = probs.device.type == "cpu"
+    masks = probs.numpy() >= 0.5 if on_cpu else (probs >= 0.5).cpu().numpy()
     return WindowOutput(scores[keep], labels[keep], masks)
 
 
@@ -467,10 +474,12 @@ def predict_ortho(
             # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
             stream = run_pipeline(wins, prepare, run_model, _finish_window, settings, strip=_without_image)
             bar = progress_bar(total=len(wins), desc="windows", unit="window", enabled=progress, leave=False)
+            t_windows = time.perf_counter()
             with closing(stream), bar:
                 for found in stream:
                     instances += found
                     bar.update()
+            t_windows = time.perf_counter() - t_windows
         finally:
             restore()
         transform = src.transform
@@ -498,6 +507,7 @@ def predict_ortho(
         ),
         "seconds": seconds,
         "seconds_in_model": t_model[0],
+        "seconds_in_window_loop": t_windows,  # reading, model and instances; not merging or polygons
         "windows_per_s": len(wins) / seconds if seconds > 0 else None,
         "window_loop": {"workers": settings.workers, "batch": settings.batch},
         "rules": {
