@@ -439,6 +439,8 @@ def run_predict(ws: Workspace) -> None:
         "512",
         "--device",
         "cpu",
+        "--workers",
+        "1",
         "--no-progress",
     )
     assert ws.path("pred.gpkg").is_file()
@@ -620,7 +622,8 @@ def _refine_all(ws: Workspace) -> None:
     from mlflow.tracking import MlflowClient
 
     base = ["refine", "--ortho", ws.scene.ortho, "--predictions", ws.scene.coarse, "--no-progress"]
-    crownsam(*base, "--out", ws.path("refined-box.gpkg"), "--method", "box", "--untrained", "--device", "cpu")
+    box = ["--method", "box", "--untrained", "--device", "cpu", "--workers", "1"]
+    crownsam(*base, "--out", ws.path("refined-box.gpkg"), *box)
     masks = ["--masks", everything(ws)]
     crownsam(*base, "--out", ws.path("refined-sessrs.gpkg"), "--method", "sessrs", *masks, "--t1", "0.5")
     uri = f"sqlite:///{ws.path('refine-mlflow.db')}"
@@ -727,7 +730,7 @@ DOCUMENTED: dict[str, Entry] = {
     "crownsam add-missed --labels PSEUDO.gpkg --masks MASKS.gpkg --ortho ORTHO.tif --out COMPLETED.gpkg [--chm CHM.tif] [--min-ndvi 0.6] [--min-height 2] [--max-overlap 0.2] [--min-area 1] [--max-area 60] ...": Entry(
         run_add_missed, slow=True
     ),
-    "crownsam refine --ortho ORTHO.tif --predictions PRED.gpkg --out REFINED.gpkg --method box|sessrs [--masks MASKS.gpkg] [--t1 0.5] [--t2 0.5] [--checkpoint URI | --untrained] [--device auto|cpu|cuda]": Entry(
+    "crownsam refine --ortho ORTHO.tif --predictions PRED.gpkg --out REFINED.gpkg --method box|sessrs [--masks MASKS.gpkg] [--t1 0.5] [--t2 0.5] [--checkpoint URI | --untrained] [--device auto|cpu|cuda] [--workers N]": Entry(
         run_refine, slow=True
     ),
     "crownsam refine --ortho ORTHO.tif --predictions PRED.gpkg --out REFINED.gpkg --method sessrs --masks MASKS.gpkg --tune --tune-truth VAL_CROWNS.gpkg [--tune-area VAL_AREA.gpkg] [--t1-grid 0.3,0.4,...] [--t2-grid 0.5,0.55,...] [--tracking-uri URI --run-id RUN_ID]": Entry(
@@ -801,13 +804,12 @@ DOCUMENTED: dict[str, Entry] = {
     "crownsam predict --model RUN_DIR|runs:/…|models:/NAME@champion --ortho ORTHO.tif --out PRED.gpkg "
     "[--area AREA.gpkg]": Entry(run_predict, slow=True),
     "crownsam predict --model MODEL --ortho ORTHO.tif --out PRED.gpkg [--area AREA.gpkg] [--window 1024] "
-    "[--overlap 0.25] [--score-threshold 0.5] [--bands B,B,B] [--stretch model|scene] [--batch-size 1]": Entry(
-        run_predict, slow=True
-    ),
+    "[--overlap 0.25] [--score-threshold 0.5] [--bands B,B,B] [--stretch model|scene] [--batch-size 1] "
+    "[--workers N]": Entry(run_predict, slow=True),
     "crownsam evaluate-model --model … --coco DIR --out DIR [--manual MANUAL.gpkg --area AREA.gpkg "
     "--ortho ORTHO.tif]": Entry(run_evaluate_model, slow=True),
     "crownsam evaluate-model --model MODEL --coco COCO_DIR --out EVAL_DIR [--manual MANUAL.gpkg --ortho ORTHO.tif "
-    "[--area AREA.gpkg]] [--split test] [--no-mlflow]": Entry(run_evaluate_model, slow=True),
+    "[--area AREA.gpkg]] [--split test] [--no-mlflow] [--workers N]": Entry(run_evaluate_model, slow=True),
     "crownsam compare --labels-eval DIR --model coarse=DIR --model pseudo=DIR --out DIR [--register NAME]": Entry(
         run_compare, slow=True
     ),

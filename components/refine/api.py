@@ -28,6 +28,7 @@ from crownsam.common.atomic import atomic_paths
 from crownsam.common.errors import CrownsamError, InputError, mlflow_errors, vector_errors
 from crownsam.common.raster import RasterInfo, check_rgb_bands, raster_info
 from crownsam.common.vector import ReadReport, largest_polygon, to_crs
+from crownsam.common.window_pipeline import WindowLoopParams, start_workers
 from crownsam.everything.params import EverythingParams
 from crownsam.everything.passes import MaskGenerator
 from crownsam.pseudolabel.params import UNTRAINED_WARNING, PseudolabelParams, Sam2Params
@@ -56,12 +57,14 @@ BY_METHOD = {"box": "sam2", "sessrs": "sam_objects"}
 @dataclass
 class RefineSetup:
     """How to refine, apart from the files: the method and thresholds, SAM2, the box method's prompting
-    and fallback, the on-the-fly SAM objects, and where the SAM objects and validation crowns are."""
+    and fallback, the on-the-fly SAM objects, the window loop (``--workers``; the crowns do not depend
+    on it), and where the SAM objects and validation crowns are."""
 
     params: RefineParams = field(default_factory=RefineParams)
     sam2: Sam2Params = field(default_factory=Sam2Params)
     prompting: PseudolabelParams = field(default_factory=PseudolabelParams)
     everything: EverythingParams = field(default_factory=EverythingParams)
+    loop: WindowLoopParams = field(default_factory=WindowLoopParams)
     masks: str | None = None  # segment-everything objects (sessrs); None: generated over the crowns
     tune_truth: str | None = None
     tune_area: str | None = None
@@ -231,7 +234,14 @@ def refine_boxes_step(
         predictor = sam2_box_predictor(setup.sam2, setup.cache_dir)
         extra["device"] = str(getattr(predictor, "device", ""))
     run, plan = refine_by_boxes(
-        crowns, ortho, source, predictor, setup.prompting, setup.params.rgb_bands, progress=setup.progress
+        crowns,
+        ortho,
+        source,
+        predictor,
+        setup.prompting,
+        setup.params.rgb_bands,
+        progress=setup.progress,
+        loop=setup.loop,
     )
     labels = run.labels.set_index("segment_id")
     skipped = {int(s["segment_id"]): s["reason"] for s in [*plan.skipped, *run.skipped]}
@@ -299,6 +309,7 @@ def sessrs_step(
             generator=generator,
             cache_dir=setup.cache_dir,
             progress=setup.progress,
+            loop=setup.loop,
         )
     else:
         objects_summary = {"source": setup.masks, "objects": len(objects)}
@@ -373,6 +384,10 @@ def refine_crowns(
             "note": "no predicted crowns: nothing to refine",
         }
         return out, summary
+    if p.method == "box" or (p.method == "sessrs" and objects is None):  # a window loop with SAM2
+        settings = setup.loop.settings()
+        summary["window_loop"] = {"workers": settings.workers}
+        start_workers(settings)  # they start while SAM2 loads
     if p.method == "box":
         out, detail = refine_boxes_step(crowns, ortho, setup, source, predictor)
     elif p.method == "sessrs":

@@ -17,6 +17,7 @@ import geopandas as gpd
 
 from crownsam.common.raster import check_rgb_bands, compute_stretch, raster_info
 from crownsam.common.vector import ID_COLUMN
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.pseudolabel.params import PseudolabelParams
 from crownsam.pseudolabel.predictor import PromptPredictor
 from crownsam.pseudolabel.run import RunResult, pseudolabel_plan, resolve_run
@@ -45,11 +46,13 @@ def refine_by_boxes(
     rgb_bands: tuple[int, ...],
     *,
     progress: bool = False,
+    loop: WindowLoopParams | None = None,
 ) -> tuple[RunResult, Plan]:
     """Prompt SAM2 with every crown's box (``crowns`` in the raster's CRS with ``crown_id``); returns the
     pseudolabel run (labels keyed by ``segment_id`` = ``crown_id``, cross-window contests resolved) and
     its plan (crowns it could not prompt are in ``plan.skipped``). ``source`` names the crowns in
-    messages."""
+    messages; ``loop``: pseudolabel's window loop (None: the sequential loop; the labels do not depend on
+    it)."""
     info = raster_info(ortho)
     bands = check_rgb_bands(info, rgb_bands)
     segments = gpd.GeoDataFrame(
@@ -64,7 +67,13 @@ def refine_by_boxes(
         stretch=compute_stretch(ortho, bands),
     )
     run = pseudolabel_plan(
-        plan, segments, predictor, params=box_prompting(prompting, bands), ortho_path=ortho, progress=progress
+        plan,
+        segments,
+        predictor,
+        params=box_prompting(prompting, bands),
+        ortho_path=ortho,
+        progress=progress,
+        loop=loop,
     )
     resolve_run(run, plan)
     return run, plan

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from crownsam.common.params import add_options
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.everything.params import EverythingParams
 from crownsam.pseudolabel.cli import add_sam2_options
 from crownsam.pseudolabel.params import PseudolabelParams, Sam2Params
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         sam2=Sam2Params.from_args(args),
         prompting=PseudolabelParams.from_args(args),
         everything=EverythingParams.from_args(args),
+        loop=WindowLoopParams.from_args(args),
         masks=args.masks,
         tune_truth=args.tune_truth,
         tune_area=args.tune_area,
@@ -79,6 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--tune-area", help="--tune: the area the validation crowns cover (default their extent)")
     r.add_argument("--tune-coco", help="--tune: a `crownsam export-coco` folder; its val labels validate")
     add_sam2_options(r)
+    add_options(r, WindowLoopParams, only=("workers",))
     box = r.add_argument_group("box method (SAM2 prompting and fallback)")
     add_options(box, PseudolabelParams, only=BOX_OPTIONS)
     amg = r.add_argument_group("sessrs without --masks (SAM objects made over the crowns)")

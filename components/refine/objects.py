@@ -15,6 +15,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.everything.add_missed import in_raster_crs, read_masks
 from crownsam.everything.params import EverythingParams
 from crownsam.everything.passes import MaskGenerator
@@ -46,7 +47,7 @@ def pixel_bounds(crowns: gpd.GeoDataFrame, transform: tuple, width: int, height:
 
     inv = ~Affine(*transform[:6])
     x0, y0, x1, y1 = crowns.total_bounds
-    cols, rows = zip(*(inv * xy for xy in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))), strict=True)
+    cols, rows = zip(*(inv @ xy for xy in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))), strict=True)
     c0 = int(np.clip(np.floor(min(cols)) - margin, 0, width))
     r0 = int(np.clip(np.floor(min(rows)) - margin, 0, height))
     c1 = int(np.clip(np.ceil(max(cols)) + margin, 0, width))
@@ -63,9 +64,11 @@ def objects_on_the_fly(
     generator: MaskGenerator | None = None,
     cache_dir: str | None = None,
     progress: bool = False,
+    loop: WindowLoopParams | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict]:
     """SAM objects over the crowns (module docstring); returns them (raster CRS, segment-everything's
-    columns) and a summary (tiles, coverage, model, untrained)."""
+    columns) and a summary (tiles, coverage, model, untrained). ``loop``: segment-everything's window
+    loop over the tiles (None: the sequential loop; the objects do not depend on it)."""
     from crownsam.everything.api import EverythingRequest, build_generator, prepare
     from crownsam.everything.run import LAYER, segment_tiles, tiles_block, write_merged
     from crownsam.everything.store import TileResult, TileStore, run_key
@@ -92,7 +95,7 @@ def objects_on_the_fly(
         key = run_key(info, prep.stretch, params, generator.name, sam2.checkpoint, generator.untrained)
         store = TileStore(str(Path(tmp) / "tiles"), key)
         run = segment_tiles(
-            prep.ortho, prep.grid, tiles, generator, params, prep.stretch, store, progress=progress
+            prep.ortho, prep.grid, tiles, generator, params, prep.stretch, store, progress=progress, loop=loop
         )
         done = {t.key for t in tiles}
 

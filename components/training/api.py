@@ -21,6 +21,7 @@ from crownsam.common.errors import CrownsamError, InputError, mlflow_errors
 from crownsam.common.metrics import finite_metrics
 from crownsam.common.raster import compute_stretch, raster_info
 from crownsam.common.vector import read_polygons, same_crs
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.training import data as D
 from crownsam.training.config import InferenceParams
 from crownsam.training.predict import LAYER, check_bands, predict_ortho
@@ -86,6 +87,7 @@ class PredictRequest:
     cache_dir: str | None = None
     progress: bool = True
     inference: InferenceParams = field(default_factory=InferenceParams)
+    loop: WindowLoopParams = field(default_factory=WindowLoopParams)  # --workers
 
 
 def model_classes(meta: dict[str, Any]) -> list[tuple[int | None, str]] | None:
@@ -129,6 +131,7 @@ def predict_files(req: PredictRequest) -> dict[str, Any]:
         batch_size=inf.batch_size,
         progress=req.progress,
         classes=model_classes(loaded.meta),
+        loop=req.loop,
     )
     gdf["model"] = loaded.source
     summary |= {"model": loaded.source, "run_id": loaded.run_id, "bands": list(bands), "stretch": stretch}
@@ -159,6 +162,7 @@ def evaluate_model(
     cache_dir: str | None = None,
     progress: bool = True,
     refine: RefineSetup | None = None,
+    loop: WindowLoopParams | None = None,
 ) -> dict[str, Any]:
     """COCO segm/bbox statistics of ``model`` on ``coco_dir``'s ``split`` chips (flat keys ``segm_AP``,
     ``bbox_AP50``, ...), plus, with ``manual`` crowns and ``ortho``, the Jaccard metrics of the crowns it
@@ -170,7 +174,10 @@ def evaluate_model(
     (``crownsam.refine``) and evaluated beside the raw ones: label set ``refined`` in the Jaccard metrics
     (``jaccard_mean/refined``, ``f1/refined``, the paired difference refined - model), COCO statistics of
     the refined crowns on the chips prefixed ``refined_`` (where the chips carry their georeference), and
-    ``refined.gpkg`` + ``refine.summary.json`` in ``out_dir``."""
+    ``refined.gpkg`` + ``refine.summary.json`` in ``out_dir``.
+
+    ``loop``: the window loop of the prediction over ``ortho`` (default: :class:`WindowLoopParams`'s,
+    the task's CPUs); the refinement's is ``refine.loop``."""
     from crownsam.training.evaluate import coco_metrics, plot_predictions, predict_split
     from crownsam.training.tracking import load_model, log_metrics_to_run
 
@@ -236,6 +243,7 @@ def evaluate_model(
             device=dev,
             batch_size=inf.batch_size,
             progress=progress,
+            loop=loop or WindowLoopParams(),
         )
         sets = {"model": pred_gdf}
         refined_summary: dict[str, Any] | None = None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from crownsam.common.cli_util import bands_arg
 from crownsam.common.errors import CrownsamError
 from crownsam.common.params import add_options
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.pseudolabel.params import Sam2Params
 from crownsam.refine.params import METHODS, RefineParams
 from crownsam.training.config import InferenceParams, TrainConfig
@@ -65,6 +66,7 @@ def run_predict(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         inference=InferenceParams.from_args(args),
+        loop=WindowLoopParams.from_args(args),
     )
     s = predict_files(req)
     print(
@@ -93,6 +95,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         refine=refine_setup(args),
+        loop=WindowLoopParams.from_args(args),
     )
     m = r["metrics"]
     keys = ["segm_AP", "segm_AP50", "segm_AP75", "bbox_AP", "segm_AR100"]
@@ -124,7 +127,13 @@ def refine_setup(args: argparse.Namespace) -> RefineSetup | None:
             f"--refine {params.method} runs SAM2: pass --sam2-checkpoint URI (path, gs://, https://) or "
             "--sam2-untrained",
         )
-    return RefineSetup(params=params, sam2=sam2, cache_dir=args.cache_dir, progress=not args.no_progress)
+    return RefineSetup(
+        params=params,
+        sam2=sam2,
+        loop=WindowLoopParams.from_args(args),
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
 
 
 def add_refine_options(p: argparse.ArgumentParser) -> None:
@@ -152,6 +161,7 @@ def add_refine_options(p: argparse.ArgumentParser) -> None:
 
 def _common_inference(p: argparse.ArgumentParser) -> None:
     add_options(p, InferenceParams)
+    add_options(p, WindowLoopParams, only=("workers",))
     p.add_argument(
         "--tracking-uri", help="MLflow tracking URI for MLflow model URIs (else $MLFLOW_TRACKING_URI)"
     )

@@ -35,7 +35,8 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from rasterio.windows import Window
 
 from crownsam.common.errors import InputError
 from crownsam.common.raster import apply_stretch, crs_string, open_raster, read_error
+from crownsam.common.window_pipeline import WindowLoopParams, run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +128,42 @@ def plan_windows(
     return out
 
 
-def instances_from_output(
-    out: dict[str, torch.Tensor], win: Win, score_threshold: float, valid: np.ndarray | None = None
-) -> list[Instance]:
-    """Turn one window's Mask R-CNN output into instances (masks cut to the window's valid pixels)."""
+@dataclass
+class WindowOutput:
+    """What turning a window's model output into instances needs, on the host: the kept detections'
+    scores (float32) and labels, and their masks as mask probability >= 0.5 on the window's own pixels
+    (bool, ``(k, height, width)``)."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+
+def window_output(out: dict[str, torch.Tensor], win: Win, score_threshold: float) -> WindowOutput:
+    """The detections of one window's Mask R-CNN output scoring >= ``score_threshold``, masks thresholded
+    where the model ran (so only booleans are copied to the host)."""
     scores = out["scores"].detach().float().cpu().numpy()
     labels = out["labels"].detach().cpu().numpy() if "labels" in out else np.ones(len(scores), np.int64)
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
-        return []
-    masks = (out["masks"][keep, 0, : win.height, : win.width].detach().float() >= 0.5).cpu().numpy()
+        return WindowOutput(scores[keep], labels[keep], np.zeros((0, win.height, win.width), bool))
+    probs = out["masks"][:, 0, : win.height, : win.width]  # a view
+    if keep.size < len(scores):  # (none dropped when the model applies the threshold itself)
+        probs = probs[keep]
+    probs = probs.detach().float()
+    # on a CPU numpy's comparison is faster than torch's (same booleans); on a GPU, compare there so that
+    # only booleans are copied to the host
+    on_cpu = probs.device.type == "cpu"
+    masks = probs.numpy() >= 0.5 if on_cpu else (probs >= 0.5).cpu().numpy()
+    return WindowOutput(scores[keep], labels[keep], masks)
+
+
+def window_instances(o: WindowOutput, win: Win, valid: np.ndarray | None = None) -> list[Instance]:
+    """One window's detections as instances: each mask cut to the window's valid pixels and to its
+    extent (none left: dropped); ``cut`` when it reaches a window side that has a neighbouring window."""
     top, bottom, left, right = win.inner
     res = []
-    for k, m in zip(keep, masks, strict=True):
+    for m, score, label in zip(o.masks, o.scores, o.labels, strict=True):
         if valid is not None:
             m &= valid
         rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
@@ -156,14 +181,21 @@ def instances_from_output(
                 row=win.row + int(a0),
                 col=win.col + int(b0),
                 mask=m[a0:a1, b0:b1].copy(),
-                score=float(scores[k]),
+                score=float(score),
                 window=(win.row, win.col),
                 win_rect=(win.row, win.col, win.row + win.height, win.col + win.width),
                 cut=bool(cut),
-                label=int(labels[k]),
+                label=int(label),
             )
         )
     return res
+
+
+def instances_from_output(
+    out: dict[str, torch.Tensor], win: Win, score_threshold: float, valid: np.ndarray | None = None
+) -> list[Instance]:
+    """Turn one window's Mask R-CNN output into instances (masks cut to the window's valid pixels)."""
+    return window_instances(window_output(out, win, score_threshold), win, valid)
 
 
 def _crop(inst: Instance, rect: tuple[int, int, int, int]) -> np.ndarray:
@@ -384,10 +416,18 @@ def predict_ortho(
     batch_size: int = 1,
     progress: bool = False,
     classes: Sequence[tuple[int | None, str]] | None = None,
+    loop: WindowLoopParams | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, Any]]:
     """Predict crowns over ``ortho`` (or the part under ``area``, a geometry in the raster's CRS); return
     polygons with ``score`` (and, for a multi-class model's ``classes``, the class columns) and a summary
-    (windows, instances, merge counts, seconds, windows/s)."""
+    (windows, instances, merge counts, seconds, windows/s).
+
+    The windows go through a window pipeline (:mod:`crownsam.common.window_pipeline`) as ``loop`` says
+    (None: the sequential loop; ``window_batch`` does not apply, ``batch_size`` is the batch): windows
+    read, stretched and made tensors ahead in a thread, the model on ``batch_size`` windows in this
+    thread (masks thresholded where it runs), their instances made in ``workers`` worker threads (numpy
+    releases the GIL there; a process would cost more to send the masks to than the work itself). The
+    crowns do not depend on ``loop``."""
     from crownsam.common.progress import progress_bar
 
     device = torch.device(device)
@@ -408,27 +448,38 @@ def predict_ortho(
         restore = _inference_setup(model, window, score_threshold)
         model.eval().to(device)
         instances: list[Instance] = []
-        t_model = 0.0
+        t_model = [0.0]
+        pin = device.type == "cuda"
+
+        def prepare(w: Win) -> _Prepared:
+            img, valid = _read_window(src, w, bands, stretch, all_valid, str(ortho))
+            padded = torch.zeros((len(bands), window, window), dtype=torch.float32)
+            padded[:, : w.height, : w.width] = torch.from_numpy(img.transpose(2, 0, 1)).float() / 255.0
+            return _Prepared(w, padded.pin_memory() if pin else padded, valid)
+
+        def run_model(batch: Sequence[_Prepared]) -> list[WindowOutput]:
+            images = []
+            for p in batch:
+                assert p.image is not None  # the image is dropped only after the model ran
+                images.append(p.image.to(device, non_blocking=True))
+            t = time.perf_counter()
+            outs = model(images)
+            t_model[0] += time.perf_counter() - t
+            return [window_output(o, p.win, score_threshold) for p, o in zip(batch, outs, strict=True)]
+
+        settings = replace(
+            (loop or WindowLoopParams(workers=0)).settings(), batch=batch_size, processes=False
+        )
         try:
+            # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
+            stream = run_pipeline(wins, prepare, run_model, _finish_window, settings, strip=_without_image)
             bar = progress_bar(total=len(wins), desc="windows", unit="window", enabled=progress, leave=False)
-            for start in range(0, len(wins), batch_size):
-                part = wins[start : start + batch_size]
-                images, valids = [], []
-                for w in part:
-                    img, valid = _read_window(src, w, bands, stretch, all_valid, str(ortho))
-                    padded = torch.zeros((len(bands), window, window), dtype=torch.float32)
-                    padded[:, : w.height, : w.width] = (
-                        torch.from_numpy(img.transpose(2, 0, 1)).float() / 255.0
-                    )
-                    images.append(padded.to(device))
-                    valids.append(valid)
-                t = time.perf_counter()
-                outs = model(images)
-                t_model += time.perf_counter() - t
-                for w, out, valid in zip(part, outs, valids, strict=True):
-                    instances += instances_from_output(out, w, score_threshold, valid)
-                bar.update(len(part))
-            bar.close()
+            t_windows = time.perf_counter()
+            with closing(stream), bar:
+                for found in stream:
+                    instances += found
+                    bar.update()
+            t_windows = time.perf_counter() - t_windows
         finally:
             restore()
         transform = src.transform
@@ -455,8 +506,10 @@ def predict_ortho(
             else {}
         ),
         "seconds": seconds,
-        "seconds_in_model": t_model,
+        "seconds_in_model": t_model[0],
+        "seconds_in_window_loop": t_windows,  # reading, model and instances; not merging or polygons
         "windows_per_s": len(wins) / seconds if seconds > 0 else None,
+        "window_loop": {"workers": settings.workers, "batch": settings.batch},
         "rules": {
             "stitch": f"cut by inner edges of two windows, IoU >= {IOU_STITCH} in their shared rectangle",
             "duplicate": f"mask IoU >= {IOU_DUPLICATE} or containment >= {CONTAIN_DUPLICATE}: keep the "
@@ -465,6 +518,24 @@ def predict_ortho(
         },
     }
     return gdf, summary
+
+
+@dataclass
+class _Prepared:
+    """A window read for the model: its image (bands, window, window; None once sent to finishing) and
+    its valid-pixel mask (None: all valid)."""
+
+    win: Win
+    image: torch.Tensor | None
+    valid: np.ndarray | None
+
+
+def _without_image(p: _Prepared) -> _Prepared:
+    return replace(p, image=None)
+
+
+def _finish_window(p: _Prepared, o: WindowOutput) -> list[Instance]:
+    return window_instances(o, p.win, p.valid)
 
 
 def _read_window(

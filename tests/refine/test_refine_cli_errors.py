@@ -82,6 +82,9 @@ CASES: dict[str, Case] = {
     ),
     "t1-above-1": Case(ref("--t1", "1.5"), "--t1 must be in [0, 1], got 1.5"),
     "t2-below-0": Case(ref("--t2", "-0.1"), "--t2 must be in [0, 1], got -0.1"),
+    "workers-negative": Case(
+        ref("--workers", "-1", "--untrained", method="box"), "--workers must be at least 0, got -1"
+    ),
     "t1-grid-outside": Case(
         ref("--tune", "--tune-truth", "{d}/pred.gpkg", "--t1-grid", "0.5,1.2"),
         "--t1-grid values must be in [0, 1]",

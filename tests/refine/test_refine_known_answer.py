@@ -23,6 +23,7 @@ from rasterio import Affine
 
 import crownsam.pseudolabel.run as pseudolabel_run
 import crownsam.refine.sessrs as sessrs_module
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.evaluation.api import evaluate_label_sets
 from crownsam.pseudolabel.masks import mask_to_polygon
 from crownsam.pseudolabel.predictor import KnownAnswerPredictor
@@ -70,7 +71,11 @@ def centroid_shift_px(truth: gpd.GeoDataFrame, refined: gpd.GeoDataFrame, gsd: f
 
 def refine(case, method: str) -> gpd.GeoDataFrame:
     scene, truth, crowns, transform = case
-    setup = RefineSetup(params=RefineParams(method=method, t1=0.5, t2=0.5), progress=False)
+    # the sequential loop: the mutations below patch this process, not the window pipeline's workers
+    # (test_refine_window_loop.py shows that the workers do not change the crowns)
+    setup = RefineSetup(
+        params=RefineParams(method=method, t1=0.5, t2=0.5), loop=WindowLoopParams(workers=0), progress=False
+    )
     if method == "box":
         out, _ = refine_crowns(
             crowns, str(scene.ortho), setup, predictor=KnownAnswerPredictor(truth, transform)

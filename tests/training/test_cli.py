@@ -110,6 +110,7 @@ def test_predict_bad_input(capsys, tmp_path, trained):
         (["--out", str(tmp_path / "p.gpkg"), "--area", str(tmp_path / "no.gpkg")], "area file not found"),
         (["--out", str(tmp_path / "p.gpkg"), "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["--out", str(tmp_path / "p.gpkg"), "--window", "0"], "--window must be at least 32"),
+        (["--out", str(tmp_path / "p.gpkg"), "--workers", "-1"], "--workers must be at least 0, got -1"),
         (["--out", str(in_the_way / "p.gpkg")], f"lies under the file {in_the_way}; --out needs a path"),
     ]
     for extra, message in cases:
@@ -208,6 +209,8 @@ def test_evaluate_model_bad_input(capsys, tmp_path, trained):
     not_json = broken_copy(s.root, tmp_path / "not-json", "test.json")
     code, _, err = run_cli(capsys, *base[:3], "--coco", str(not_json), "--out", str(tmp_path / "e"))
     assert code == 2 and "test.json: not readable COCO JSON" in one_error_line(err)
+    code, _, err = run_cli(capsys, *base, "--workers", "-1")
+    assert code == 2 and "--workers must be at least 0, got -1" in one_error_line(err)
 
 
 def test_evaluate_model_refines_the_predicted_crowns_beside_the_raw_ones(capsys, tmp_path, trained):
@@ -230,6 +233,7 @@ def test_evaluate_model_refines_the_predicted_crowns_beside_the_raw_ones(capsys,
         "--refine", "box",
         "--sam2-untrained",
         "--device", "cpu",
+        "--workers", "1",
         "--no-mlflow",
         "--no-progress",
     )  # fmt: skip
@@ -244,6 +248,7 @@ def test_evaluate_model_refines_the_predicted_crowns_beside_the_raw_ones(capsys,
     assert set(refined["segment_id"]) <= set(predicted["segment_id"])
     summary = json.loads((out / "refine.summary.json").read_text())
     assert summary["method"] == "box" and summary["untrained"] is True and refined["untrained"].all()
+    assert summary["window_loop"] == {"workers": 1}  # --workers reaches the refinement
     per_tree = pd.read_csv(out / "per_tree.csv")
     assert set(per_tree["label_set"]) == {"model", "refined"}
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import shapely
 import torch
 from scipy import ndimage
 
+from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.training.predict import (
     Instance,
     Win,
@@ -179,3 +181,75 @@ def test_polygons_are_georeferenced(tmp_path):
     assert len(gdf) == 1 and gdf.crs.to_string() == CRS
     assert iou(gdf.geometry.iloc[0], e.polygon(TRANSFORM)) > 0.9
     assert gdf["area"].iloc[0] == pytest.approx(gdf.geometry.iloc[0].area)
+
+
+# ------------------------------------------------------------------------ the window loop (--workers)
+
+
+def _with_nodata_corner(path) -> None:
+    """Zero a corner of every band and declare 0 nodata, so that masks are cut to valid pixels."""
+    with rasterio.open(path, "r+") as dst:
+        data = dst.read()
+        data[:, : data.shape[1] // 3, : data.shape[2] // 4] = 0
+        dst.write(data)
+        dst.nodata = 0
+
+
+def assert_same_crowns(a: gpd.GeoDataFrame, b: gpd.GeoDataFrame) -> None:
+    """Row for row: the same attributes and exactly the same geometries, in the same order."""
+    assert len(a) == len(b)
+    pd.testing.assert_frame_equal(a.drop(columns="geometry"), b.drop(columns="geometry"))
+    assert shapely.equals_exact(a.geometry.values, b.geometry.values, tolerance=0.0).all()
+
+
+def predict_with(workers: int, *args, **kwargs) -> tuple[gpd.GeoDataFrame, dict]:
+    gdf, summary = predict_ortho(*args, **kwargs, loop=WindowLoopParams(workers=workers))
+    assert summary["window_loop"]["workers"] == workers
+    return gdf, summary
+
+
+COUNTS = ("windows", "instances", "stitched_from", "duplicates_dropped", "kept", "crowns")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_crowns_do_not_depend_on_workers(tmp_path, batch_size):
+    """Known-answer model, 24 overlapping windows with cut, stitched and duplicate crowns and nodata."""
+    s = make_export(tmp_path, grid=(2, 3))
+    _with_nodata_corner(s.ortho)
+    args = (BlobModel(), s.ortho, (1, 2, 3), stretch_of(s.ortho))
+    kw = {"window": 100, "overlap": 0.3, "batch_size": batch_size}
+    seq, s0 = predict_with(0, *args, **kw)
+    par, s2 = predict_with(2, *args, **kw)
+    assert s0["windows"] == 24 and s0["duplicates_dropped"] > 0 and len(seq) > 10
+    assert {k: s0[k] for k in COUNTS} == {k: s2[k] for k in COUNTS}
+    assert_same_crowns(seq, par)
+
+
+def test_untrained_mask_rcnn_crowns_do_not_depend_on_workers(tmp_path):
+    """A tiny untrained torchvision Mask R-CNN (its outlines mean nothing): the same crowns either way."""
+    from crownsam.training.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("v1", 3, chip=128, rpn_post_nms_top_n_test=50, box_detections_per_img=8)
+    path = tmp_path / "o.tif"
+    write_ortho(
+        path, 200, 220, 3, [Ellipse(cx=60, cy=60, a=25, b=18), Ellipse(cx=150, cy=130, a=30, b=22)], 5
+    )
+    args = (model, path, (1, 2, 3), stretch_of(path))
+    kw = {"window": 128, "overlap": 0.25, "score_threshold": 0.0}
+    seq, s0 = predict_with(0, *args, **kw)
+    par, s2 = predict_with(2, *args, **kw)
+    assert s0["windows"] == 4 and s0["instances"] > 0
+    assert {k: s0[k] for k in COUNTS} == {k: s2[k] for k in COUNTS}
+    assert_same_crowns(seq, par)
+
+
+def test_the_crown_comparison_sees_a_one_pixel_shift(tmp_path):
+    """The comparison above is not vacuous: one crown moved by a pixel fails it."""
+    path = tmp_path / "one.tif"
+    write_ortho(path, 128, 160, 3, [Ellipse(cx=70, cy=50, a=20, b=12)], seed=2)
+    gdf, _ = predict_ortho(BlobModel(), path, (1, 2, 3), stretch_of(path), window=128, overlap=0.25)
+    moved = gdf.copy()
+    moved["geometry"] = shapely.affinity.translate(gdf.geometry.iloc[0], xoff=TRANSFORM.a)
+    with pytest.raises(AssertionError):
+        assert_same_crowns(gdf, moved)
