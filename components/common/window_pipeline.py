@@ -65,16 +65,17 @@ _PRELOAD: set[str] = set()
 class WindowLoopParams(Params):
     """How a step's window loop uses the host while the model works (the results never depend on it).
 
-    ``workers``: processes that post-process and vectorise windows beside the model; unset (the
-    default): the task's CPUs (:func:`task_cpus`); ``0``: the plain sequential loop (read, model,
-    post-process one window after another in one thread, nothing in the background); ``1``: the
-    pipeline with one worker process (windows read ahead in a thread, post-processed in one process).
+    ``workers``: workers that post-process and vectorise windows beside the model (processes; threads in
+    tiled predict, whose masks cost more to send than to process); unset (the default): the task's CPUs
+    (:func:`task_cpus`); ``0``: the plain sequential loop (read, model, post-process one window after
+    another in one thread, nothing in the background); ``1``: the pipeline with one worker (windows read
+    ahead in a thread, post-processed by one worker).
     ``window_batch``: windows per image-encoder call (SAM2's batch API; worth it on a GPU).
     """
 
     workers: int | None = param(
         None,
-        "processes that post-process windows beside the model (default: the task's CPUs; 0: the plain "
+        "workers that post-process windows beside the model (default: the task's CPUs; 0: the plain "
         "sequential loop, nothing in the background)",
         ge=0,
         unset=-1,
