@@ -68,6 +68,7 @@ bench: setup ## print speed and memory figures (pseudolabeling, CHM segmentation
 	$(BIN)/python benchmarks/bench_pseudolabel.py --size $(SIZE) --seed $(SEED)
 	$(BIN)/python benchmarks/bench_pseudolabel.py --size $(SIZE) --seed $(SEED) \
 		--simulate-model-ms 25 --simulate-model-ms 10 --mosaic 4 --max-windows 200
+	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_chm.py
 	$(BIN)/python benchmarks/bench_training.py
 
