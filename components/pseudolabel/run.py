@@ -17,15 +17,16 @@ unsharded run; a sharded run leaves this to the merge).
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import cast
+from typing import ParamSpec, TypeVar, cast
 
 import geopandas as gpd
 import numpy as np
@@ -66,6 +67,8 @@ from crownsam.pseudolabel.treetops import to_window_pixels
 from crownsam.tiling.plan import Plan, WindowTask, pixel_geometries
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SKIP_EMPTY_MASK = "empty_mask"
 # Columns the prepared segments carry into the loop (set by crownsam.pseudolabel.api.prepare).
@@ -305,6 +308,19 @@ def predict_windows(
 # ------------------------------------------------------------------------------------------- stage 3
 
 
+def one_gdal_env(f: Callable[P, R]) -> Callable[P, R]:
+    """``f`` run inside one GDAL environment (``rasterio.Env``), so that the rasterio calls it makes do not
+    each set one up and tear it down (as ``rasterio.features`` does when none is active)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with rasterio.Env():
+            return f(*args, **kwargs)
+
+    return wrapper
+
+
+@one_gdal_env
 def postprocess_window(
     inp: WindowInput,
     pred: WindowPrediction,
@@ -315,18 +331,6 @@ def postprocess_window(
 ) -> WindowResult:
     """Stage 3: masks -> labels. Largest component of each mask; fallback check against the coarse
     segment; exclusive resolution of the window's labels (``segment_id`` order); vectorising."""
-    with rasterio.Env():  # one GDAL environment for the window's rasterising, not one per segment
-        return _postprocess(inp, pred, params, transform, model, untrained)
-
-
-def _postprocess(
-    inp: WindowInput,
-    pred: WindowPrediction,
-    params: PseudolabelParams,
-    transform: Affine,
-    model: str,
-    untrained: bool,
-) -> WindowResult:
     t0 = time.perf_counter()
     w = inp.window
     pixel_area = abs(transform.determinant)
