@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,9 +255,11 @@ def load_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str | No
         turi = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not turi:
             raise CrownsamError(uri, "an MLflow model URI needs --tracking-uri or MLFLOW_TRACKING_URI")
-        with using_tracking_uri(turi):
+        # MLflow downloads the model to a new temporary folder and leaves it there (177 MB for Mask
+        # R-CNN on every load): download into one we remove once the weights are in memory.
+        with using_tracking_uri(turi), tempfile.TemporaryDirectory(prefix="crownsam-mlflow-model-") as dst:
             try:
-                model = mlflow.pytorch.load_model(text, map_location="cpu")
+                model = mlflow.pytorch.load_model(text, dst_path=dst, map_location="cpu")
             except (*mlflow_errors(), *FILE_ERRORS) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise InputError(uri, f"cannot load the MLflow model ({first[:300]})") from exc

@@ -69,7 +69,7 @@ def test_every_artifact_is_there(run) -> None:
     assert {"per_tree.csv", "metrics.json", "report.html"} <= {p.name for p in labels_eval.iterdir()}
 
 
-def test_registry_and_runs(run) -> None:
+def test_registry_and_runs(run, tmp_path) -> None:
     result, uri = run
     comparison = json.loads((result.artifacts["comparison"] / "comparison.json").read_text())
     reg = comparison["registry"]
@@ -86,7 +86,7 @@ def test_registry_and_runs(run) -> None:
         run_ = client.get_run(mv.run_id)
         assert run_.data.tags.get("flight_id") == "f-e2e" and run_.data.tags.get("kfp_run_id")
         assert "segm_AP" in "".join(run_.data.metrics)  # test metrics logged to the run
-    champion = mlflow.pytorch.load_model("models:/crowns-e2e@champion").eval()
+    champion = mlflow.pytorch.load_model("models:/crowns-e2e@champion", dst_path=str(tmp_path)).eval()
     with torch.no_grad():
         out = champion([torch.rand(3, 256, 256)])
     assert set(out[0]) >= {"boxes", "masks", "scores"}

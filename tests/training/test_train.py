@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 
 import mlflow.pytorch
 import pytest
@@ -72,8 +73,8 @@ def test_mlflow_run_has_params_metrics_artifacts(trained):
     assert {"predictions_test.png", "metrics.json"} <= names
 
 
-def test_model_loads_back_from_mlflow_and_predicts(trained):
-    model = mlflow.pytorch.load_model(f"runs:/{trained.run_id}/model", map_location="cpu")
+def test_model_loads_back_from_mlflow_and_predicts(trained, tmp_path, monkeypatch):
+    model = mlflow.pytorch.load_model(f"runs:/{trained.run_id}/model", dst_path=tmp_path, map_location="cpu")
     assert isinstance(model, MaskRCNN)
     assert model.crownsam_meta["bands"] == [1, 2, 3]
     # the logged weights are the best checkpoint's
@@ -90,7 +91,11 @@ def test_model_loads_back_from_mlflow_and_predicts(trained):
         out = model([ds.image_tensor(0)])
     assert set(out[0]) == {"boxes", "labels", "scores", "masks"}
     assert out[0]["masks"].shape[1:] == (1, 128, 128) and len(out[0]["boxes"]) > 0
-    # our loader reads the same model from the run folder and from MLflow
+    # our loader reads the same model from the run folder and from MLflow, and leaves no download behind
+    # (MLflow's own default keeps a copy of the model in a new temporary folder on every load)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     loaded = load_model(f"runs:/{trained.run_id}/model", tracking_uri=trained.tracking_uri)
     assert loaded.run_id == trained.run_id and loaded.meta["chip"] == 128
     from_dir = load_model(str(trained.out))
@@ -101,6 +106,7 @@ def test_model_loads_back_from_mlflow_and_predicts(trained):
     client.set_registered_model_alias(REGISTERED, "champion", version)
     by_alias = load_model(f"models:/{REGISTERED}@champion", tracking_uri=trained.tracking_uri)
     assert by_alias.run_id == trained.run_id and by_alias.meta["bands"] == [1, 2, 3]
+    assert list(scratch.iterdir()) == []
     assert all(torch.equal(from_dir.model.state_dict()[k], v) for k, v in best["model"].items())
 
 
