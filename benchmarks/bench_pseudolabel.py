@@ -52,7 +52,7 @@ from crownsam.common.device import resolve_device
 from crownsam.common.raster import read_rgb_window
 from crownsam.common.window_pipeline import WindowLoopParams, start_workers, task_cpus
 from crownsam.pseudolabel.api import PseudolabelRequest, prepare
-from crownsam.pseudolabel.masks import LogitPatch, largest_component, mask_to_polygon, region_tuple
+from crownsam.pseudolabel.masks import LogitPatch, largest_component, mask_to_polygon, region_tuple, support
 from crownsam.pseudolabel.params import PseudolabelParams
 from crownsam.pseudolabel.predictor import PromptBatch
 from crownsam.pseudolabel.resume import WindowResult
@@ -134,9 +134,14 @@ class SimulatedModel:
         ys, xs = (np.arange(lh) + 0.5) * (h / lh), (np.arange(lw) + 0.5) * (w / lw)  # cell centres, px
         patches = []
         for (x0, y0, x1, y1), region in zip(boxes, regions, strict=True):
-            inside = ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+            # only the cells the region reads (LogitPatch.from_map's crop of the whole map, made directly:
+            # a GPU hands back whole maps at no host cost, so the stand-in should not spend host time here)
+            r0, c0, r1, c1 = region_tuple(region)
+            a, b = support(r0, r1, lh, h)
+            c, d = support(c0, c1, lw, w)
+            inside = ((ys[a:b] >= y0) & (ys[a:b] < y1))[:, None] & ((xs[c:d] >= x0) & (xs[c:d] < x1))[None, :]
             low = np.where(inside, np.float32(1), np.float32(-1))
-            patches.append(LogitPatch.from_map(low, (h, w), region_tuple(region)))
+            patches.append(LogitPatch(low, a, c, (lh, lw), (h, w)))
         return patches, np.ones(len(boxes), dtype=np.float32)
 
 

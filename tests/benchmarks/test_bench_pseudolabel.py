@@ -1,0 +1,78 @@
+"""The benchmark's GPU stand-in (``SimulatedModel``): its answers follow its documented rule (each box's
+cells, cut from a whole low-resolution map), whatever the region, so its figures time the real
+post-processing of box-shaped masks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crownsam.pseudolabel.masks import LogitPatch
+from crownsam.pseudolabel.predictor import PromptBatch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_pseudolabel import SimulatedModel
+
+H = W = 1024
+
+
+def rule(box: np.ndarray, region: tuple[int, int, int, int], shift: float = 0.0) -> LogitPatch:
+    """The docstring's rule on the whole 256 x 256 map: +1 where the cell centre is in the box, cut to what
+    ``region`` reads. ``shift`` moves the cell centres (a bug the test must catch)."""
+    lh, lw = H // 4, W // 4
+    ys, xs = (np.arange(lh) + 0.5 + shift) * (H / lh), (np.arange(lw) + 0.5) * (W / lw)
+    x0, y0, x1, y1 = box
+    inside = ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+    return LogitPatch.from_map(np.where(inside, np.float32(1), np.float32(-1)), (H, W), region)
+
+
+def random_case(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    xy = rng.uniform(-20, W + 20, size=(n, 2))
+    size = rng.uniform(0, 300, size=(n, 2))
+    boxes = np.clip(np.concatenate([xy, xy + size], axis=1), 0, W)
+    r0 = rng.integers(0, H, size=n)
+    c0 = rng.integers(0, W, size=n)
+    r1 = np.minimum(r0 + rng.integers(0, 500, size=n), H)
+    c1 = np.minimum(c0 + rng.integers(0, 500, size=n), W)
+    r1[:3] = r0[:3]  # empty regions too
+    return boxes, np.stack([r0, c0, r1, c1], axis=1)
+
+
+def test_answers_follow_the_rule_for_any_region() -> None:
+    rng = np.random.default_rng(7)
+    model = SimulatedModel(0, 0)
+    model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
+    boxes, regions = random_case(rng, 200)
+    patches, scores = model.predict(PromptBatch(boxes=boxes), regions)
+    assert np.array_equal(scores, np.ones(200, dtype=np.float32))
+    empty = 0
+    for box, region, got in zip(boxes, regions, patches, strict=True):
+        want = rule(box, tuple(int(v) for v in region))
+        assert (got.r0, got.c0, got.low_hw, got.out_hw) == (want.r0, want.c0, want.low_hw, want.out_hw)
+        assert got.data.dtype == np.float32 and np.array_equal(got.data, want.data)
+        empty += got.data.size == 0
+    assert empty > 0  # empty regions were among the cases
+
+
+def test_a_half_cell_shift_is_caught() -> None:
+    """The comparison above fails for a rule that is off by half a low-resolution cell."""
+    rng = np.random.default_rng(8)
+    model = SimulatedModel(0, 0)
+    model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
+    boxes, regions = random_case(rng, 50)
+    patches, _ = model.predict(PromptBatch(boxes=boxes), regions)
+    differ = [
+        not np.array_equal(got.data, rule(box, tuple(int(v) for v in region), shift=0.5).data)
+        for box, region, got in zip(boxes, regions, patches, strict=True)
+    ]
+    assert any(differ)
+
+
+def test_point_prompts_are_refused() -> None:
+    model = SimulatedModel(0, 0)
+    model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="box prompts only"):
+        model.predict(PromptBatch(points=np.zeros((1, 1, 2)), labels=np.ones((1, 1))), np.zeros((1, 4)))
