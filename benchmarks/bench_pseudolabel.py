@@ -54,7 +54,7 @@ from crownsam.common.window_pipeline import WindowLoopParams, start_workers, tas
 from crownsam.pseudolabel.api import PseudolabelRequest, prepare
 from crownsam.pseudolabel.masks import LogitPatch, largest_component, mask_to_polygon, region_tuple, support
 from crownsam.pseudolabel.params import PseudolabelParams
-from crownsam.pseudolabel.predictor import PromptBatch
+from crownsam.pseudolabel.predictor import PromptBatch, WindowImage
 from crownsam.pseudolabel.resume import WindowResult
 from crownsam.pseudolabel.run import (
     RunResult,
@@ -108,6 +108,9 @@ class SimulatedModel:
 
     name = "simulated"
     untrained = True
+    # Like SAM2 on CUDA it takes windows as read (``BandWindow``): their stretch is GPU work, a few
+    # microseconds of the E ms per embedding, so the stand-in does not redo it on the host.
+    stretches_on_device = True
 
     def __init__(self, embed_ms: float, batch_ms: float) -> None:
         self.embed_s, self.batch_s = embed_ms / 1000, batch_ms / 1000
@@ -121,7 +124,7 @@ class SimulatedModel:
         self.busy_seconds += dt
         self.forward_seconds += dt
 
-    def set_image(self, image: np.ndarray, window: WindowTask | None = None) -> None:
+    def set_image(self, image: WindowImage, window: WindowTask | None = None) -> None:
         self._out_hw = (int(image.shape[0]), int(image.shape[1]))
         self._hold(self.embed_s)
 

@@ -11,10 +11,14 @@ import rasterio.features
 from rasterio import Affine
 from scipy import ndimage
 
+from crownsam.common.raster import BandWindow
 from crownsam.pseudolabel.masks import LogitPatch, floor_px, region_tuple, support
 from crownsam.tiling.plan import WindowTask
 
 POSITIVE, NEGATIVE, PAD = 1, 0, -1  # point labels, as SAM2's prompt encoder reads them
+
+# A window's image: stretched uint8 (H, W, 3), or as read (a predictor that stretches on its device)
+WindowImage = np.ndarray | BandWindow
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,17 @@ class PromptPredictor(Protocol):
     ``set_image`` once per window, then ``predict`` any number of times. ``regions`` are ``(r0, c0, r1,
     c1)`` window-pixel crops in which each mask is wanted; each answer is a :class:`LogitPatch` that
     covers its region (mask = logits > 0) and a score (the predictor's own quality estimate).
+
+    The image is stretched uint8 (H, W, 3), unless the predictor has a true ``stretches_on_device``
+    attribute: then it gets the window as read (:class:`~crownsam.common.raster.BandWindow`), to stretch
+    on its accelerator, off the host (:func:`image_for`).
     """
 
     name: str
     untrained: bool
     forward_seconds: float
 
-    def set_image(self, image: np.ndarray, window: WindowTask) -> None: ...
+    def set_image(self, image: WindowImage, window: WindowTask) -> None: ...
 
     def predict(self, prompts: PromptBatch, regions: np.ndarray) -> tuple[list[LogitPatch], np.ndarray]: ...
 
@@ -58,12 +66,24 @@ class BatchPromptPredictor(PromptPredictor, Protocol):
     """A :class:`PromptPredictor` that embeds several windows in one call (SAM2's ``set_image_batch``),
     then answers prompts on window ``i`` of the batch after ``use_image(i)``."""
 
-    def set_image_batch(self, images: list[np.ndarray]) -> None: ...
+    def set_image_batch(self, images: list[WindowImage]) -> None: ...
 
     def use_image(self, i: int) -> None: ...
 
 
 BoxPredictor = PromptPredictor  # the name this interface had when it took boxes only
+
+
+def stretches_on_device(predictor: object) -> bool:
+    """Whether ``predictor`` takes windows as read and stretches them itself (on its accelerator)."""
+    return bool(getattr(predictor, "stretches_on_device", False))
+
+
+def image_for(predictor: object, image: WindowImage) -> WindowImage:
+    """``image`` as ``predictor`` takes it: stretched here unless it stretches on its device."""
+    if isinstance(image, BandWindow) and not stretches_on_device(predictor):
+        return image.rgb()
+    return image
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -105,7 +125,7 @@ class KnownAnswerPredictor:
         self._ids: np.ndarray | None = None
         self.forward_seconds = 0.0
 
-    def set_image(self, image: np.ndarray, window: WindowTask) -> None:
+    def set_image(self, image: WindowImage, window: WindowTask) -> None:
         h, w = image.shape[:2]
         t = self._transform @ Affine.translation(window.col_off, window.row_off)
         shapes = ((g, i + 1) for i, g in enumerate(self._truth.geometry) if g is not None)

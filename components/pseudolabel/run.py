@@ -36,7 +36,7 @@ from rasterio import Affine
 from rasterio.windows import Window
 
 from crownsam.common.progress import progress_bar
-from crownsam.common.raster import open_raster, read_rgb_window
+from crownsam.common.raster import open_raster, read_band_window
 from crownsam.common.vector import ID_COLUMN
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline
 from crownsam.pseudolabel.exclusive import (
@@ -60,7 +60,13 @@ from crownsam.pseudolabel.masks import (
 )
 from crownsam.pseudolabel.overlap import mask_overlaps, overlap_figures
 from crownsam.pseudolabel.params import PseudolabelParams
-from crownsam.pseudolabel.predictor import BatchPromptPredictor, PromptPredictor
+from crownsam.pseudolabel.predictor import (
+    BatchPromptPredictor,
+    PromptPredictor,
+    WindowImage,
+    image_for,
+    stretches_on_device,
+)
 from crownsam.pseudolabel.prompts import batches, negatives_from_pairs
 from crownsam.pseudolabel.resume import WindowResult, WindowStore
 from crownsam.pseudolabel.treetops import to_window_pixels
@@ -121,7 +127,7 @@ class WindowInput:
     """A window's image and the window-pixel prompts of its segments (stage 1's output)."""
 
     window: WindowTask
-    image: np.ndarray
+    image: WindowImage  # stretched (H, W, 3) uint8, or as read (``read_window(defer_stretch=True)``)
     segment_ids: list[int]
     boxes: np.ndarray  # (n, 4) XYXY, clipped to the window
     points: np.ndarray | None  # (n, 2) treetops, or None when prompting does not use them
@@ -187,10 +193,17 @@ def boxes_in_window(bounds: np.ndarray, window: WindowTask) -> np.ndarray:
 
 
 def read_window(
-    src: rasterio.io.DatasetReader, plan: Plan, window: WindowTask, table: SegmentTable
+    src: rasterio.io.DatasetReader,
+    plan: Plan,
+    window: WindowTask,
+    table: SegmentTable,
+    *,
+    defer_stretch: bool = False,
 ) -> WindowInput:
     """Stage 1: read the window's RGB (scene-wide stretch, padded to the plan's window size) and compute
-    its prompts. Treetops become points by the same transform chain as the boxes."""
+    its prompts. Treetops become points by the same transform chain as the boxes. ``defer_stretch``: the
+    image is the window as read (:class:`~crownsam.common.raster.BandWindow`), for a predictor that
+    stretches on its device."""
     t0 = time.perf_counter()
     rows = table.rows(window.segment_ids)
     boxes = boxes_in_window(table.bounds[rows], window)
@@ -201,16 +214,17 @@ def read_window(
         points[:, 1] = np.clip(points[:, 1], 0.0, window.height)
     shift = np.array([window.col_off, window.row_off], dtype=np.float64)
     seg_px = shapely.transform(table.pix[rows], lambda xy: xy - shift)
-    rgb = read_rgb_window(
+    read = read_band_window(
         src,
         Window(window.col_off, window.row_off, window.width, window.height),
         plan.rgb_bands,
         plan.stretch,
         pad_to=plan.window,
     )
+    image = read if defer_stretch else read.rgb()
     return WindowInput(
         window=window,
-        image=rgb,
+        image=image,
         segment_ids=[int(s) for s in window.segment_ids],
         boxes=boxes,
         points=points,
@@ -255,7 +269,7 @@ def predict_window(
     n = len(inp.segment_ids)
     t0 = time.perf_counter()
     if not embedded:
-        predictor.set_image(inp.image, inp.window)
+        predictor.set_image(image_for(predictor, inp.image), inp.window)
     t1 = time.perf_counter()
     patches: list[LogitPatch] = [None] * n  # type: ignore[list-item]
     scores = np.zeros(n, dtype=np.float32)
@@ -294,7 +308,7 @@ def predict_windows(
         return [predict_window(predictor, inp, params) for inp in inps]
     batched = cast("BatchPromptPredictor", predictor)
     t0 = time.perf_counter()
-    batched.set_image_batch([inp.image for inp in inps])
+    batched.set_image_batch([image_for(predictor, inp.image) for inp in inps])
     embed = (time.perf_counter() - t0) / len(inps)
     out = []
     for i, inp in enumerate(inps):
@@ -488,7 +502,7 @@ def pseudolabel_plan(
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,
-            lambda w: read_window(src, plan, w, table),
+            lambda w: read_window(src, plan, w, table, defer_stretch=stretches_on_device(predictor)),
             lambda inps: predict_windows(predictor, inps, params),
             finish,
             settings,

@@ -15,9 +15,10 @@ import torch
 
 from crownsam.common.device import resolve_device
 from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError
+from crownsam.common.raster import BandWindow
 from crownsam.pseudolabel.masks import LogitPatch, region_tuple, upsample_crop
 from crownsam.pseudolabel.params import MODELS, UNTRAINED_WARNING, Sam2Params
-from crownsam.pseudolabel.predictor import PromptBatch
+from crownsam.pseudolabel.predictor import PromptBatch, WindowImage
 from crownsam.tiling.plan import WindowTask
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,41 @@ def sam2_box_predictor(sam2: Sam2Params, cache_dir: str | Path | None = None) ->
     return Sam2BoxPredictor(net, name=sam2.model, untrained=sam2.untrained)
 
 
+def planes_tensor(images: Sequence[WindowImage], device: torch.device) -> torch.Tensor:
+    """``(N, 3, H, W)`` uint8 band planes on ``device``, equal to the images' pixels on the host.
+
+    An (H, W, 3) uint8 image goes over as its three planes (a quarter of the bytes of float32). A
+    :class:`BandWindow` of 8- or 16-bit bands goes over as read and is stretched there: its lookup tables,
+    validity mask and padding, as :meth:`BandWindow.rgb` does on the host. Pinned and non-blocking on CUDA.
+    """
+    pin = device.type == "cuda"
+
+    def over(t: torch.Tensor) -> torch.Tensor:
+        return (t.pin_memory() if pin else t).to(device, non_blocking=True)
+
+    out = []
+    for img in images:
+        tables = img.tables() if isinstance(img, BandWindow) else None
+        if isinstance(img, BandWindow) and tables is not None:
+            data = img.data
+            bits = 8 * data.dtype.itemsize
+            raw = over(torch.from_numpy(data.view(f"i{data.dtype.itemsize}")))  # torch has no uint16 math
+            idx = raw.to(torch.int64).bitwise_and_((1 << bits) - 1).view(raw.shape[0], -1)  # unsigned value
+            planes = torch.gather(over(torch.from_numpy(np.stack(tables))), 1, idx).view(raw.shape)
+            if img.valid is not None:
+                planes.mul_(over(torch.from_numpy(img.valid)))
+            height, width, _ = img.shape
+            if (height, width) != tuple(planes.shape[1:]):
+                padded = planes.new_zeros((planes.shape[0], height, width))
+                padded[:, : planes.shape[1], : planes.shape[2]] = planes
+                planes = padded
+            out.append(planes)
+        else:
+            rgb = img.rgb() if isinstance(img, BandWindow) else np.asarray(img)
+            out.append(over(torch.from_numpy(rgb.transpose(2, 0, 1))))
+    return torch.stack(out)
+
+
 class Sam2BoxPredictor:
     """SAM2ImagePredictor with batched box and point prompts and crop-only mask upsampling.
 
@@ -122,13 +158,13 @@ class Sam2BoxPredictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def set_image(self, image: np.ndarray, window: WindowTask | None = None) -> None:
+    def set_image(self, image: WindowImage, window: WindowTask | None = None) -> None:
         t0 = time.perf_counter()
         self._embed([image])
         self._sync()
         self.forward_seconds += time.perf_counter() - t0
 
-    def set_image_batch(self, images: list[np.ndarray]) -> None:
+    def set_image_batch(self, images: list[WindowImage]) -> None:
         """Run the image encoder once on several windows (SAM2's ``set_image_batch``); then
         :meth:`use_image` picks the window that :meth:`predict` answers for."""
         t0 = time.perf_counter()
@@ -137,20 +173,24 @@ class Sam2BoxPredictor:
         self._batch = (self.predictor._features, list(self.predictor._orig_hw))
         self.forward_seconds += time.perf_counter() - t0
 
-    def _embed(self, images: Sequence[np.ndarray]) -> None:
-        """The image encoder on (H, W, 3) uint8 windows, leaving the predictor as SAM2's ``set_image`` (one
-        window) or ``set_image_batch`` does, with the encoder's input made on the model's device: the
-        uint8 band planes go over (a quarter of the float32 bytes; pinned, non-blocking on CUDA), and SAM2's
-        transforms (scaling to [0, 1], resize, normalisation) run there, not on the host (18 ms of host CPU
-        per 1024 px window when SAM2 makes its tensor from an interleaved image)."""
+    @property
+    def stretches_on_device(self) -> bool:
+        """Whether :meth:`set_image` should be given windows as read (:class:`BandWindow`), to stretch them
+        on the model's device: on CUDA (on the CPU the host's lookup is as fast, and the window pipeline
+        does it in its reader thread)."""
+        return self.device.type == "cuda"
+
+    def _embed(self, images: Sequence[WindowImage]) -> None:
+        """The image encoder on (H, W, 3) uint8 windows or windows as read, leaving the predictor as SAM2's
+        ``set_image`` (one window) or ``set_image_batch`` does, with the encoder's input made on the model's
+        device (:func:`planes_tensor`), where SAM2's transforms (scaling to [0, 1], resize, normalisation)
+        run too, not on the host (18 ms of host CPU per 1024 px window when SAM2 makes its tensor from an
+        interleaved image)."""
         p = self.predictor
         p.reset_predictor()
         p._orig_hw = [tuple(int(v) for v in img.shape[:2]) for img in images]
-        planes = torch.stack([torch.from_numpy(np.asarray(img).transpose(2, 0, 1)) for img in images])
-        if self.device.type == "cuda":
-            planes = planes.pin_memory()
         with torch.inference_mode():
-            x = planes.to(self.device, non_blocking=True).float().div(255)  # torchvision's to_tensor scaling
+            x = planes_tensor(images, self.device).float().div(255)  # torchvision's to_tensor scaling
             x = p._transforms.transforms(x)  # SAM2's resize and normalisation, in float32 as SAM2 does
         with torch.inference_mode(), self._autocast():
             backbone = p.model.forward_image(x)

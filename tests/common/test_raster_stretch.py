@@ -113,3 +113,37 @@ def test_valid_pixels_are_gdals_mask(tmp_path, dtype: str, nodata, extra) -> Non
             want = src.read_masks(1, window=win) > 0
             np.testing.assert_array_equal(got, want)
             assert 0 < want.sum() < want.size
+
+
+@pytest.mark.parametrize(
+    "dtype, nodata", [("uint16", 0), ("int16", -9999), ("uint8", None), ("float32", -1.0)]
+)
+def test_band_window_is_read_rgb_window_before_the_stretch(tmp_path, dtype: str, nodata) -> None:
+    """A window as read (``read_band_window``) knows its padded shape and stretches to exactly what
+    ``read_rgb_window`` gives; only 8- and 16-bit integer bands have lookup tables (a device can apply)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from crownsam.common.raster import read_band_window, read_rgb_window
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(-200, 250, (3, 40, 50)).astype(dtype)
+    if nodata is not None:
+        data[:, 5:9, 10:14] = nodata
+    path = _write(tmp_path / "o.tif", data, nodata=nodata)
+    stretch = [(-100.0, 200.0), (0.0, 240.0), (-50.0, 100.0)]
+    with rasterio.open(path) as src:
+        win = Window(5, 0, 45, 40)
+        raw = read_band_window(src, win, (3, 2, 1), stretch, pad_to=48)
+        rgb = read_rgb_window(src, win, (3, 2, 1), stretch, pad_to=48)
+    assert raw.shape == rgb.shape == (48, 48, 3) and raw.data.shape == (3, 40, 45)
+    np.testing.assert_array_equal(raw.rgb(), rgb)
+    assert (raw.valid is None) == (nodata is None)
+    tables = raw.tables()
+    assert (tables is None) == (dtype == "float32")
+    if tables is not None:  # the tables are the stretch: looked up by the value's unsigned bits
+        bits = raw.data.view(f"u{raw.data.dtype.itemsize}")
+        looked_up = np.stack([t[b] for t, b in zip(tables, bits, strict=True)])
+        if raw.valid is not None:
+            looked_up *= raw.valid
+        np.testing.assert_array_equal(looked_up.transpose(1, 2, 0), rgb[:40, :45])

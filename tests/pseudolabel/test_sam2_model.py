@@ -141,3 +141,44 @@ def test_embedding_made_on_the_device_equals_sam2s(tiny) -> None:
     p.set_image_batch(imgs)
     assert torch.equal(p.predictor._features["image_embed"], ref["image_embed"])
     assert p.predictor._is_batch and p.predictor._orig_hw == [(1024, 1024)] * 2
+
+
+@pytest.mark.parametrize(
+    "dtype, nodata", [("uint16", 0), ("int16", -9999), ("uint8", None), ("float32", -1.0)]
+)
+def test_windows_stretched_on_the_device_equal_the_hosts(dtype: str, nodata) -> None:
+    """``planes_tensor`` of a window as read (lookup on the device, here the CPU; validity; padding) is
+    exactly its host stretch, and SAM2's features from it are the host-stretched image's."""
+    from crownsam.common.raster import BandWindow
+    from crownsam.pseudolabel.sam2_model import planes_tensor
+
+    rng = np.random.default_rng(4)
+    data = rng.integers(-300, 3000, (3, 900, 1000)).astype(dtype)
+    valid = None
+    if nodata is not None:
+        data[:, 100:140, 200:260] = nodata
+        valid = data[0] != nodata
+    raw = BandWindow(data, [(-100.0, 2500.0), (0.0, 2000.0), (-200.0, 3000.0)], valid, pad_to=1024)
+    rgb = raw.rgb()
+    got = planes_tensor([raw, rgb], CPU)
+    assert got.dtype == torch.uint8 and got.shape == (2, 3, 1024, 1024)
+    assert torch.equal(got[0], torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))))
+    assert torch.equal(got[0], got[1])
+    assert got[0, :, 900:].sum() == 0 and got[0, :, :, 1000:].sum() == 0  # padding
+    if valid is not None:
+        assert got[0, :, 100:140, 200:260].sum() == 0  # nodata
+
+
+def test_embedding_of_a_window_as_read_equals_the_stretched_one(tiny) -> None:
+    from crownsam.common.raster import BandWindow
+
+    p = Sam2BoxPredictor(tiny, name="sam2.1_hiera_t", untrained=True)
+    assert not p.stretches_on_device  # on the CPU the window pipeline's reader stretches
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 4000, (3, 1000, 1024)).astype(np.uint16)
+    raw = BandWindow(data, [(100.0, 3000.0)] * 3, data[0] != 0, pad_to=1024)
+    p.set_image(raw.rgb())
+    ref = p.predictor._features
+    p.set_image(raw)
+    assert torch.equal(p.predictor._features["image_embed"], ref["image_embed"])
+    assert p.predictor._orig_hw == [(1024, 1024)]

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import shapely
 
+from crownsam.common.raster import BandWindow
 from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.pseudolabel.api import PseudolabelRequest, claims_path, run_pseudolabel
 from crownsam.pseudolabel.params import PseudolabelParams
@@ -33,10 +34,32 @@ def plan_file(scene, tmp_path_factory) -> Path:
     return path
 
 
-def run(scene, plan_file: Path, out: Path, loop: WindowLoopParams, shard: tuple[int, int] | None) -> Path:
+class StretchesOnDevice(KnownAnswerPredictor):
+    """The known-answer predictor taking windows as read, as SAM2 on CUDA does (it stretches them on the
+    device); records the type of each image it is given."""
+
+    stretches_on_device = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.given: list[type] = []
+
+    def set_image(self, image, window) -> None:
+        self.given.append(type(image))
+        super().set_image(image, window)
+
+
+def run(
+    scene,
+    plan_file: Path,
+    out: Path,
+    loop: WindowLoopParams,
+    shard: tuple[int, int] | None,
+    predictor: type[KnownAnswerPredictor] = KnownAnswerPredictor,
+) -> Path:
     truth = gpd.read_file(scene.truth)
     with rasterio.open(scene.ortho) as src:
-        oracle = KnownAnswerPredictor(truth, src.transform)
+        oracle = predictor(truth, src.transform)
     req = PseudolabelRequest(
         ortho=str(scene.ortho),
         segments=str(scene.coarse),
@@ -50,6 +73,8 @@ def run(scene, plan_file: Path, out: Path, loop: WindowLoopParams, shard: tuple[
     )
     summary = run_pseudolabel(req, predictor=oracle)
     assert summary["window_loop"]["workers"] == loop.settings().workers
+    if isinstance(oracle, StretchesOnDevice):
+        assert oracle.given and set(oracle.given) == {BandWindow}
     return out
 
 
@@ -75,6 +100,14 @@ def test_pipeline_labels_equal_the_sequential_loop(scene, plan_file, tmp_path, s
             a = json.loads(Path(claims_path(str(tmp_path / f"{name}.gpkg"))).read_text())
             b = json.loads(Path(claims_path(str(seq))).read_text())
             assert a == b
+
+
+def test_a_predictor_that_stretches_on_its_device_gets_windows_as_read(scene, plan_file, tmp_path) -> None:
+    seq = gpd.read_file(run(scene, plan_file, tmp_path / "seq.gpkg", WindowLoopParams(workers=0), None))
+    for workers in (0, 2):
+        out = tmp_path / f"device{workers}.gpkg"
+        got = run(scene, plan_file, out, WindowLoopParams(workers=workers), None, StretchesOnDevice)
+        assert_same_labels(gpd.read_file(got), seq)
 
 
 def test_the_comparison_catches_a_changed_label(scene, plan_file, tmp_path) -> None:
