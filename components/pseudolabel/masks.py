@@ -253,11 +253,15 @@ def mask_and_logits(patch: LogitPatch, region: tuple[int, int, int, int]) -> tup
 
 def largest_component(mask: np.ndarray) -> np.ndarray | None:
     """The largest 4-connected component of a boolean mask (ties: the one whose first pixel in row-major
-    order comes first), or None if the mask is empty. Labels only the mask's bounding box."""
+    order comes first), or None if the mask is empty: ``mask`` itself when it is one component, else a new
+    array. Labels only the mask's bounding box, and only when a row holds more than one run of pixels or
+    two rows' runs do not touch."""
     box = bbox(mask)
     if box is None:
         return None
     r0, c0, r1, c1 = box
+    if _one_run_per_row_connected(mask[r0:r1, c0:c1]):
+        return mask  # already one component (most masks): no labelling, no copy
     labels, n = ndimage.label(mask[r0:r1, c0:c1])
     if n == 1:
         keep = labels == 1
@@ -268,6 +272,19 @@ def largest_component(mask: np.ndarray) -> np.ndarray | None:
     out = np.zeros(mask.shape, dtype=bool)
     out[r0:r1, c0:c1] = keep
     return out
+
+
+def _one_run_per_row_connected(crop: np.ndarray) -> bool:
+    """Whether a mask cropped to its bounding box has exactly one run of pixels in each row and each run
+    shares a column with the next row's: then it is one 4-connected component (a cheap, sufficient test;
+    False says nothing)."""
+    h, w = crop.shape
+    padded = np.zeros((h, w + 2), dtype=bool)
+    padded[:, 1:-1] = crop
+    line, first, end = _runs(padded)
+    if len(line) != h:  # some row has more than one run (every row of the box has one at least)
+        return False
+    return bool(np.all((first[1:] < end[:-1]) & (first[:-1] < end[1:])))
 
 
 def _runs(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

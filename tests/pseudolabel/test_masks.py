@@ -242,3 +242,34 @@ def test_largest_component_is_that_of_the_whole_mask() -> None:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         np.testing.assert_array_equal(largest_component(big), labels == int(np.argmax(sizes)))
+
+
+def test_largest_component_of_masks_with_one_run_per_row() -> None:
+    """Masks with one run of pixels per row are returned as they are only when each run touches the next
+    row's (one 4-connected component); rows whose runs only meet diagonally, or do not meet, are labelled
+    and give the labelled answer."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(9)
+    as_is = labelled = 0
+    for _ in range(300):
+        h = int(rng.integers(1, 25))
+        first = np.cumsum(rng.integers(-3, 4, h)) + 20
+        end = first + rng.integers(1, 8, h)
+        m = np.zeros((h + 2, 60), bool)
+        for r in range(h):
+            m[r + 1, first[r] : end[r]] = True
+        labels, _ = ndimage.label(m)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        want = labels == int(np.argmax(sizes))
+        got = largest_component(m)
+        np.testing.assert_array_equal(got, want)
+        if got is m:
+            as_is += 1
+            assert want.sum() == m.sum()
+        else:
+            labelled += 1
+    assert as_is > 30 and labelled > 30
+    stairs = np.eye(5, dtype=bool)  # one run per row, meeting only diagonally: five components
+    assert largest_component(stairs).sum() == 1
