@@ -38,15 +38,16 @@ class RasterInfo:
         return rasterio.Affine(*self.transform)
 
 
-def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
-    """Open a raster for reading or raise InputError naming the file and the problem."""
+def open_raster(path: str | Path, *, threads: int | None = None) -> rasterio.io.DatasetReader:
+    """Open a raster for reading or raise InputError naming the file and the problem. ``threads``: GDAL
+    decodes the tiles of one read in that many threads (GeoTIFF's ``NUM_THREADS`` open option)."""
     p = Path(path)
     if not p.exists():
         raise InputError(path, "raster not found")
     if p.is_dir():
         raise InputError(path, "is a folder, expected a raster file")
     try:
-        return rasterio.open(p)
+        return rasterio.open(p, **({"NUM_THREADS": str(threads)} if threads and threads > 1 else {}))
     except RasterioIOError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(path, f"not a readable raster ({first})") from exc

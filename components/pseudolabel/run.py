@@ -38,7 +38,7 @@ from rasterio.windows import Window
 from crownsam.common.progress import progress_bar
 from crownsam.common.raster import open_raster, read_band_window
 from crownsam.common.vector import ID_COLUMN
-from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline
+from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline, task_cpus
 from crownsam.pseudolabel.exclusive import (
     SKIP_EMPTY_AFTER_EXCLUSIVE,
     Claim,
@@ -498,7 +498,8 @@ def pseudolabel_plan(
         model=predictor.name,
         untrained=predictor.untrained,
     )
-    with open_raster(ortho_path or plan.ortho) as src:
+    # GDAL decodes a window's tiles in parallel: most useful while the workers have nothing to do yet
+    with open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src:
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,
