@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import dataclass, field, fields
 
 import shapely
 
 from crownsam.common import storage
 from crownsam.common.errors import InputError
+from crownsam.pseudolabel.exclusive import Claim
 from crownsam.tiling.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -20,8 +22,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class WindowResult:
     """What one window produced: label attribute rows, their polygons, skipped segments, the labels'
-    claims for the cross-window exclusive step (:class:`crownsam.pseudolabel.exclusive.Claim` as dicts),
-    counters for the summary, timings."""
+    claims for the cross-window exclusive step (as dicts, compressed, only in a saved part), counters for
+    the summary, timings."""
 
     key: str
     rows: list[dict] = field(default_factory=list)
@@ -29,12 +31,16 @@ class WindowResult:
     skipped: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     prompts: int = 0
-    claims: list[dict] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self, run_key: str) -> bytes:
-        d = asdict(self) | {"run_key": run_key, "geoms": [shapely.to_wkb(g, hex=True) for g in self.geoms]}
+        d = {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "run_key": run_key,
+            "geoms": [shapely.to_wkb(g, hex=True) for g in self.geoms],
+            "claims": [c.to_dict() for c in self.claims],
+        }
         return json.dumps(d, sort_keys=True).encode()
 
     @classmethod
@@ -42,6 +48,7 @@ class WindowResult:
         d = json.loads(data)
         run_key = d.pop("run_key")
         d["geoms"] = [shapely.from_wkb(h) for h in d["geoms"]]
+        d["claims"] = [Claim.from_dict(c) for c in d["claims"]]
         return run_key, cls(**d)
 
 
@@ -89,7 +96,7 @@ class WindowStore:
                 continue
             try:
                 key, result = WindowResult.from_json(storage.read_bytes(uri))
-            except (ValueError, KeyError, TypeError, InputError):
+            except (ValueError, KeyError, TypeError, InputError, zlib.error):
                 stale += 1  # unreadable part: recompute that window
                 continue
             if key == self.key:

@@ -402,7 +402,7 @@ def postprocess_window(
             br0, bc0, br1, bc1 = cast("tuple[int, int, int, int]", bbox(mask))
             box = (r0 + br0, c0 + bc0, r0 + br1, c0 + bc1)
             patch = pred.patches[i].crop(box) if source[i] == "sam2" else None
-            result.claims.append(Claim(int(sid), w.row_off, w.col_off, box, patch).to_dict())
+            result.claims.append(Claim(int(sid), w.row_off, w.col_off, box, patch))
         result.geoms.append(geom)
         result.rows.append(
             {
@@ -537,8 +537,7 @@ def gather(run: RunResult, results: list[WindowResult], crs: str | None) -> RunR
         run.skipped.extend(r.skipped)
         run.prompts += r.prompts
         run.stats.update(r.stats)
-        for c in r.claims:
-            claim = Claim.from_dict(c)
+        for claim in r.claims:
             run.claims[claim.segment_id] = claim
     rows = [row for r in results for row in r.rows]
     geoms = [g for r in results for g in r.geoms]
