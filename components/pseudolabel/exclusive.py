@@ -49,14 +49,15 @@ Region = tuple[int, int, int, int]
 
 def resolve_claims(
     claims: Sequence[np.ndarray],
-    values: Sequence[np.ndarray | float],
+    values: Sequence[np.ndarray | float | LogitPatch],
     regions: Sequence[Region],
     hw: tuple[int, int],
 ) -> list[np.ndarray]:
     """Per-pixel winner among overlapping claims, in the order given (callers order by ``segment_id``).
 
     ``claims[i]`` is a boolean crop of ``regions[i]`` (``(r0, c0, r1, c1)`` in a frame of size ``hw``),
-    ``values[i]`` the logits there (an array like the claim, or one number for all its pixels). A pixel
+    ``values[i]`` the logits there: an array like the claim, one number for all its pixels, or the
+    :class:`LogitPatch` (frame coordinates) to upsample them from, only where the claim is contested. A pixel
     goes to the highest value; on equal values the earlier claim keeps it. Returns the pixels each claim
     won, as crops of its region: a claim that shares no pixel with another is returned as it is (the same
     array, not a copy).
@@ -88,7 +89,11 @@ def resolve_claims(
             crops.append(inner)
             claim = claims[i][inner]
             value = values[i]
-            v = value[inner] if isinstance(value, np.ndarray) else np.float32(value)
+            v: np.ndarray | np.float32
+            if isinstance(value, LogitPatch):
+                v = value.upsample((r0, c0, r1, c1))
+            else:
+                v = value[inner] if isinstance(value, np.ndarray) else np.float32(value)
             b, o = (
                 best[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0],
                 owner[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0],

@@ -120,8 +120,10 @@ def support(lo: int, hi: int, in_size: int, out_size: int) -> tuple[int, int]:
     """Input index range ``[first, last)`` that output rows ``lo..hi-1`` of the bilinear resize read."""
     if hi <= lo:
         return 0, 0
-    i0, i1, _ = _taps(lo, hi, in_size, out_size)  # both non-decreasing in the output row
-    return int(i0[0]), int(i1[-1]) + 1
+    # both taps are non-decreasing in the output row, and each row's are its own: the ends suffice
+    i0, _, _ = _taps(lo, lo + 1, in_size, out_size)
+    _, i1, _ = _taps(hi - 1, hi, in_size, out_size)
+    return int(i0[0]), int(i1[0]) + 1
 
 
 @dataclass(frozen=True)
@@ -216,24 +218,22 @@ def _span(i0: np.ndarray, i1: np.ndarray, first: int, last: int) -> tuple[int, i
     return (int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, 0)
 
 
-def mask_and_logits(patch: LogitPatch, region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The mask (logits > 0) of ``region`` and its logits there, computed only where they can be
-    positive: an interpolated value is positive only if a cell it reads is, so the rows and columns that
-    read no positive cell are False in the mask and -inf in the logits (which are exact wherever the
-    mask is True, all that exclusive resolution reads)."""
+def region_mask(patch: LogitPatch, region: tuple[int, int, int, int]) -> np.ndarray:
+    """The mask (logits > 0) of ``region``, computed only where it can be True: an interpolated value is
+    positive only if a cell it reads is, so the rows and columns that read no positive cell are False
+    without interpolating them."""
     r0, c0, r1, c1 = region
     shape = (max(0, r1 - r0), max(0, c1 - c0))
     mask = np.zeros(shape, dtype=bool)
-    logits = np.full(shape, -np.inf, dtype=np.float32)
     pos = patch.data > 0
     rows, cols = np.flatnonzero(pos.any(axis=1)), np.flatnonzero(pos.any(axis=0))
     if not rows.size or not shape[0] or not shape[1]:
-        return mask, logits
+        return mask
     if patch.low_hw == patch.out_hw:  # full resolution: the rule is the identity
         a, b = max(r0, patch.r0 + int(rows[0])), min(r1, patch.r0 + int(rows[-1]) + 1)
         c, d = max(c0, patch.c0 + int(cols[0])), min(c1, patch.c0 + int(cols[-1]) + 1)
         if b <= a or d <= c:
-            return mask, logits
+            return mask
         sub = patch.upsample((a, c, b, d))
     else:
         ty = _taps(r0, r1, patch.low_hw[0], patch.out_hw[0])
@@ -241,14 +241,13 @@ def mask_and_logits(patch: LogitPatch, region: tuple[int, int, int, int]) -> tup
         ya, yb = _span(ty[0], ty[1], patch.r0 + int(rows[0]), patch.r0 + int(rows[-1]))
         xa, xb = _span(tx[0], tx[1], patch.c0 + int(cols[0]), patch.c0 + int(cols[-1]))
         if yb <= ya or xb <= xa:
-            return mask, logits
+            return mask
         a, b, c, d = r0 + ya, r0 + yb, c0 + xa, c0 + xb
         rows_taps = (ty[0][ya:yb], ty[1][ya:yb], ty[2][ya:yb])
         cols_taps = (tx[0][xa:xb], tx[1][xa:xb], tx[2][xa:xb])
         sub = patch._interpolate((a, c, b, d), rows_taps, cols_taps)
-    logits[a - r0 : b - r0, c - c0 : d - c0] = sub
-    mask[a - r0 : b - r0, c - c0 : d - c0] = sub > 0
-    return mask, logits
+    np.greater(sub, 0, out=mask[a - r0 : b - r0, c - c0 : d - c0])
+    return mask
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray | None:

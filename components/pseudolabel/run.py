@@ -52,9 +52,9 @@ from crownsam.pseudolabel.masks import (
     bbox,
     clip_boxes,
     largest_component,
-    mask_and_logits,
     mask_to_polygon,
     neighbourhoods,
+    region_mask,
     region_tuple,
     touches_border,
 )
@@ -350,12 +350,7 @@ def postprocess_window(
     pixel_area = abs(transform.determinant)
     n = len(inp.segment_ids)
     regions = [region_tuple(r) for r in inp.regions]
-    raw: list[np.ndarray] = []
-    logits: list[np.ndarray] = []
-    for i in range(n):
-        positive, lg = mask_and_logits(pred.patches[i], regions[i])
-        raw.append(positive)
-        logits.append(lg)
+    raw = [region_mask(pred.patches[i], regions[i]) for i in range(n)]
     pairs, shared = mask_overlaps(raw, inp.regions)
     lcc = [largest_component(m) for m in raw]
     seg_px = inside_regions(inp.segments_px, regions)
@@ -376,7 +371,7 @@ def postprocess_window(
         for i in order:
             mask = seg_px[i] if source[i] == "coarse" else lcc[i]
             claims.append(mask if mask is not None else np.zeros_like(raw[i]))
-        values = [-np.inf if source[i] == "coarse" else logits[i] for i in order]
+        values = [-np.inf if source[i] == "coarse" else pred.patches[i] for i in order]
         won = resolve_claims(claims, values, [regions[i] for i in order], (w.height, w.width))
         for i, c, got in zip(order, claims, won, strict=True):
             if got is c and source[i] == "sam2":  # uncontested: still the mask's largest component

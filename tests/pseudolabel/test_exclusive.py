@@ -3,6 +3,7 @@
 import numpy as np
 
 from crownsam.pseudolabel.exclusive import contested_regions, resolve_claims
+from crownsam.pseudolabel.masks import LogitPatch
 
 
 def test_highest_logit_wins_ties_go_to_the_earlier_claim() -> None:
@@ -54,16 +55,27 @@ def test_grouped_resolution_equals_the_whole_frame_rule() -> None:
             r1, c1 = min(hw[0], r0 + int(rng.integers(3, 30))), min(hw[1], c0 + int(rng.integers(3, 30)))
             claims.append(rng.random((r1 - r0, c1 - c0)) < 0.7)
             regions.append((r0, c0, r1, c1))
-            kind = rng.integers(0, 3)
+            kind = rng.integers(0, 5)
+            low = np.round(rng.normal(0, 1, (hw[0] // 4, hw[1] // 4)), 1).astype(np.float32)
             values.append(
                 -np.inf
                 if kind == 0
                 else np.round(rng.normal(0, 1, (r1 - r0, c1 - c0)), 1).astype(np.float32)  # many ties
                 if kind == 1
                 else float(rng.integers(-2, 3))
+                if kind == 2
+                # logits to upsample where contested: at SAM2's resolution, and at full resolution
+                else LogitPatch.from_map(low, hw, (r0, c0, r1, c1))
+                if kind == 3
+                else LogitPatch.from_map(
+                    np.round(rng.normal(0, 1, hw), 1).astype(np.float32), hw, (r0, c0, r1, c1)
+                )
             )
         got = resolve_claims(claims, values, regions, hw)
-        want = _resolve_brute_force(claims, values, regions, hw)
+        arrays = [
+            v.upsample(r) if isinstance(v, LogitPatch) else v for v, r in zip(values, regions, strict=True)
+        ]
+        want = _resolve_brute_force(claims, arrays, regions, hw)
         for g, w, c in zip(got, want, claims, strict=True):
             np.testing.assert_array_equal(g, w)
             if g is c:

@@ -204,30 +204,24 @@ def test_mask_to_polygon_splits_a_ring_at_a_diagonal() -> None:
     assert poly.equals(_gdal_polygon(m, Affine.identity()))
 
 
-def test_mask_and_logits_equal_the_full_upsampling() -> None:
-    """Mask and logits computed only where logits can be positive equal the whole region's upsampling
-    (mask everywhere, logits wherever the mask is True; -inf elsewhere), at SAM2's resolution and at full
-    resolution, and for a patch with no positive cell."""
-    from crownsam.pseudolabel.masks import mask_and_logits
+def test_region_mask_equals_the_full_upsampling() -> None:
+    """The mask computed only where logits can be positive equals the whole region's upsampling > 0, at
+    SAM2's resolution and at full resolution, and for a patch with no positive cell."""
+    from crownsam.pseudolabel.masks import region_mask
 
     rng = np.random.default_rng(4)
     low = -1.0 - np.abs(rng.normal(0.0, 1.0, (256, 256))).astype(np.float32)
     low[100:130, 60:90] += rng.uniform(0.0, 4.0, (30, 30)).astype(np.float32)  # a ragged blob
     for region in [(360, 200, 560, 420), (0, 0, 1024, 1024), (1000, 1010, 1024, 1024)]:
         patch = LogitPatch.from_map(low, (1024, 1024), region)
-        mask, logits = mask_and_logits(patch, region)
-        full = patch.upsample(region)
-        np.testing.assert_array_equal(mask, full > 0)
-        np.testing.assert_array_equal(logits[mask], full[mask])
-        assert np.isneginf(logits).mean() > 0.5  # not computed far from the blob
+        mask = region_mask(patch, region)
+        assert mask.shape == (region[2] - region[0], region[3] - region[1])
+        np.testing.assert_array_equal(mask, patch.upsample(region) > 0)
     none = LogitPatch.from_map(np.full((256, 256), -2.0, np.float32), (1024, 1024), (10, 10, 90, 90))
-    mask, logits = mask_and_logits(none, (10, 10, 90, 90))
-    assert not mask.any() and np.isneginf(logits).all()
+    assert not region_mask(none, (10, 10, 90, 90)).any()
     data = rng.normal(0.0, 1.0, (40, 50)).astype(np.float32)
     ident = LogitPatch(data, 10, 20, (100, 100), (100, 100))
-    mask, logits = mask_and_logits(ident, (12, 25, 45, 60))
-    np.testing.assert_array_equal(mask, data[2:35, 5:40] > 0)
-    np.testing.assert_array_equal(logits[mask], data[2:35, 5:40][mask])
+    np.testing.assert_array_equal(region_mask(ident, (12, 25, 45, 60)), data[2:35, 5:40] > 0)
 
 
 def test_largest_component_is_that_of_the_whole_mask() -> None:
