@@ -10,7 +10,8 @@ output: masks to polygons, bookkeeping). :func:`run_pipeline` runs them so that 
   decompression release the GIL);
 * ``model`` runs in the caller's thread on batches of up to ``batch`` prepared items, in input order;
 * ``finish`` runs in ``workers`` worker processes (CPU-bound Python code holds the GIL, so threads would
-  not run it in parallel; ``processes=False`` uses threads) on at most ``2 x workers`` items at a time:
+  not run it in parallel; ``processes=False`` uses threads), at a lower CPU priority than the caller
+  (:data:`WORKER_NICENESS`), on at most ``2 x workers`` items at a time:
   when that many are unfinished, the model waits for the oldest (back-pressure), so memory stays flat
   however many items there are;
 * results come back in input order.
@@ -59,6 +60,11 @@ R = TypeVar("R")  # a finished item
 
 # modules that the forkserver imports once, so that each worker it forks starts ready
 _PRELOAD: set[str] = set()
+
+# Worker processes run this much nicer than the caller: when cores are short, the threads that feed the
+# model (it waits for them) get one first, and the workers take the rest. Measured on 2 cores with a
+# 10 ms stand-in: the model thread woke ~1 ms later per window without it.
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,9 @@ def _new_pool(settings: PipelineSettings) -> Executor:
         return ThreadPoolExecutor(settings.workers, thread_name_prefix="finish")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(forkserver_preload())
-    return ProcessPoolExecutor(settings.workers, mp_context=ctx)
+    return ProcessPoolExecutor(
+        settings.workers, mp_context=ctx, initializer=os.nice, initargs=(WORKER_NICENESS,)
+    )
 
 
 def _finish_pool(settings: PipelineSettings) -> Executor:

@@ -76,3 +76,14 @@ def test_point_prompts_are_refused() -> None:
     model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="box prompts only"):
         model.predict(PromptBatch(points=np.zeros((1, 1, 2)), labels=np.ones((1, 1))), np.zeros((1, 4)))
+
+
+def test_busy_time_is_the_nominal_hold() -> None:
+    """The accelerator's busy time is E per embedding, however late the thread wakes up after it (that
+    lateness is host latency: counting it would flatter the busy share)."""
+    model = SimulatedModel(4, 1)
+    for _ in range(3):
+        model.set_image(np.zeros((64, 64, 3), dtype=np.uint8))
+        model.predict(PromptBatch(boxes=np.array([[0.0, 0.0, 8.0, 8.0]])), np.array([[0, 0, 16, 16]]))
+    assert model.busy_seconds == pytest.approx(3 * 0.005)
+    assert model.forward_seconds >= model.busy_seconds

@@ -4,6 +4,7 @@ sequential loop, errors as the sequential loop raises them, bounded read-ahead, 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,8 +167,6 @@ def test_task_cpus_follows_the_cgroup_quota(tmp_path: Path, files: dict[str, str
 
 
 def worker_pid(a: dict, b: int) -> int:
-    import os
-
     return os.getpid()
 
 
@@ -189,6 +188,20 @@ def test_started_workers_run_the_next_pipeline() -> None:
     assert again and not again & started_pids
     start_workers(PipelineSettings(workers=0))  # the sequential loop has no workers to start
     assert (0, True) not in window_pipeline._STARTED
+
+
+def worker_niceness(a: dict, b: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_worker_processes_run_nicer_than_the_caller() -> None:
+    """Worker processes yield the cores to the threads that feed the model (reader and model threads)."""
+    from crownsam.common.window_pipeline import WORKER_NICENESS
+
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    got = set(run_pipeline(range(6), prepare, model, worker_niceness, PipelineSettings(workers=2)))
+    assert got == {min(19, mine + WORKER_NICENESS)} and WORKER_NICENESS > 0
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine  # the caller keeps its own
 
 
 SCRIPT = """
