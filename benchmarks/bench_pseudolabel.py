@@ -52,7 +52,7 @@ from crownsam.common.device import resolve_device
 from crownsam.common.raster import read_rgb_window
 from crownsam.common.window_pipeline import WindowLoopParams, start_workers, task_cpus
 from crownsam.pseudolabel.api import PseudolabelRequest, prepare
-from crownsam.pseudolabel.masks import LogitPatch, largest_component, mask_to_polygon, region_tuple, support
+from crownsam.pseudolabel.masks import LogitPatch, largest_component, mask_to_polygon
 from crownsam.pseudolabel.params import PseudolabelParams
 from crownsam.pseudolabel.predictor import PromptBatch, WindowImage
 from crownsam.pseudolabel.resume import WindowResult
@@ -138,17 +138,32 @@ class SimulatedModel:
         (h, w), boxes = self._out_hw, np.asarray(prompts.boxes, dtype=np.float64)
         lh, lw = h // 4, w // 4
         ys, xs = (np.arange(lh) + 0.5) * (h / lh), (np.arange(lw) + 0.5) * (w / lw)  # cell centres, px
+        # only the cells each region reads (LogitPatch.from_map's crop of the whole map, made directly: a
+        # GPU hands back whole maps at no host cost, so the stand-in should not spend host time here)
+        reg = np.asarray(regions, dtype=np.int64).reshape(-1, 4)
+        a, b = supports(reg[:, 0], reg[:, 2], lh, h)
+        c, d = supports(reg[:, 1], reg[:, 3], lw, w)
         patches = []
-        for (x0, y0, x1, y1), region in zip(boxes, regions, strict=True):
-            # only the cells the region reads (LogitPatch.from_map's crop of the whole map, made directly:
-            # a GPU hands back whole maps at no host cost, so the stand-in should not spend host time here)
-            r0, c0, r1, c1 = region_tuple(region)
-            a, b = support(r0, r1, lh, h)
-            c, d = support(c0, c1, lw, w)
-            inside = ((ys[a:b] >= y0) & (ys[a:b] < y1))[:, None] & ((xs[c:d] >= x0) & (xs[c:d] < x1))[None, :]
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            rows = ys[a[k] : b[k]]
+            cols = xs[c[k] : d[k]]
+            inside = ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
             low = np.where(inside, np.float32(1), np.float32(-1))
-            patches.append(LogitPatch(low, a, c, (lh, lw), (h, w)))
+            patches.append(LogitPatch(low, int(a[k]), int(c[k]), (lh, lw), (h, w)))
         return patches, np.ones(len(boxes), dtype=np.float32)
+
+
+def supports(lo: np.ndarray, hi: np.ndarray, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`crownsam.pseudolabel.masks.support` of many output ranges at once (its formula, from the
+    taps of each range's first and last row; ``(0, 0)`` for an empty range)."""
+
+    def first_tap(row: np.ndarray) -> np.ndarray:
+        return np.floor(np.maximum((row.astype(np.float64) + 0.5) * (in_size / out_size) - 0.5, 0.0))
+
+    first = first_tap(lo).astype(np.int64)
+    end = np.minimum(first_tap(hi - 1).astype(np.int64) + 1, in_size - 1) + 1
+    empty = hi <= lo
+    return np.where(empty, 0, first), np.where(empty, 0, end)
 
 
 def mosaic(scene_dir: Path, n: int) -> tuple[str, str]:
