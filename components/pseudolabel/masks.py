@@ -290,11 +290,24 @@ def _runs(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(line, first, end)`` of each maximal run of True along the rows of a 2-D boolean array whose first
     and last columns are False (padding), in row-major order; ``first`` and ``end`` (exclusive) count
     columns without the padding."""
-    nz = np.flatnonzero(np.diff(edges.ravel().view(np.int8)))  # alternately a run's start and its end
+    flat = edges.ravel()
+    nz = np.flatnonzero(flat[1:] != flat[:-1])  # alternately a run's start and its end (5x np.diff's speed)
     w = edges.shape[1]
     first, end = nz[0::2] + 1, nz[1::2] + 1
     line = first // w
     return line, first - line * w - 1, end - line * w - 1
+
+
+def _columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vertical edges (grid line ``x``, from row ``y`` to ``y + 1``) joined into maximal pieces
+    ``(x, first, end)``, in the order of :func:`_runs` over the columns (by ``x``, then ``y``)."""
+    key = x * (int(y.max(initial=0)) + 2) + y
+    order = np.argsort(key, kind="stable")
+    key, x, y = key[order], x[order], y[order]
+    breaks = np.flatnonzero(np.diff(key) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(key)]]) - 1
+    return x[starts], y[starts], y[ends] + 1
 
 
 def _pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -304,12 +317,11 @@ def _pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     p = np.zeros((h + 2, w + 2), dtype=bool)
     p[1:-1, 1:-1] = mask
     above, below = p[:-1], p[1:]  # rows y-1 and y of the horizontal grid line y
-    pt = np.ascontiguousarray(p.T)
-    left, right = pt[:-1], pt[1:]  # columns x-1 and x of the vertical grid line x
     ty, t0, t1 = _runs(below > above)  # top edges of mask pixels: +x
     by, b0, b1 = _runs(above > below)  # bottom edges: -x
-    lx, l0, l1 = _runs(right > left)  # left edges: -y
-    rx, r0, r1 = _runs(left > right)  # right edges: +y
+    row, first, end = _runs(p[1:-1])  # the mask's runs: a left edge where one starts, a right where it ends
+    lx, l0, l1 = _columns(first, row)  # left edges: -y
+    rx, r0, r1 = _columns(end, row)  # right edges: +y
     sx, sy = np.concatenate([t0, b1, lx, rx]), np.concatenate([ty, by, l1, r0])
     ex, ey = np.concatenate([t1, b0, lx, rx]), np.concatenate([ty, by, l0, r1])
     return sx, sy, ex, ey
