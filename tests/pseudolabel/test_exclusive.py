@@ -107,3 +107,18 @@ def test_inside_regions_equal_one_gdal_call_per_geometry() -> None:
     got = inside_regions(geoms, regions)
     for g, r, m in zip(geoms, regions, got, strict=True):
         np.testing.assert_array_equal(m, inside_region(g, r))
+
+
+def test_geojson_is_shapelys_mapping() -> None:
+    """The fast mapping given to GDAL's rasteriser has every coordinate of every ring, in order."""
+    import shapely
+    from shapely.geometry import shape
+
+    from crownsam.pseudolabel.exclusive import geojson
+
+    holed = shapely.Polygon([(0, 0), (10, 0), (10, 10), (0, 10)], [[(2, 2), (4, 2), (4, 4), (2, 4)]])
+    multi = shapely.MultiPolygon([holed, shapely.box(20.5, 0.25, 30, 5)])
+    for g in (holed, multi, shapely.Point(1, 2), shapely.LineString([(0, 0), (1, 1)])):
+        m = geojson(g)
+        assert m["type"] == g.geom_type and shape(m).equals_exact(g, 0)
+    assert len(geojson(holed)["coordinates"]) == 2
