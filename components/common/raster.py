@@ -182,6 +182,16 @@ def apply_stretch(data: np.ndarray, stretch: Stretch, valid: np.ndarray | None =
     return np.ascontiguousarray(stretch_planes(data, stretch, valid).transpose(1, 2, 0))
 
 
+def nodata_is_the_mask(src: rasterio.io.DatasetReader, band: int) -> bool:
+    """Whether GDAL's validity mask of an integer ``band`` is just "not the nodata value" (so it can be
+    computed from the values read)."""
+    return (
+        src.nodata is not None
+        and np.dtype(src.dtypes[band - 1]).kind in "iu"
+        and src.mask_flag_enums[band - 1] == [MaskFlags.nodata]
+    )
+
+
 def valid_pixels(
     src: rasterio.io.DatasetReader, band: int, values: np.ndarray, window: Window
 ) -> np.ndarray | None:
@@ -190,7 +200,7 @@ def valid_pixels(
     else by reading the mask."""
     if src.nodata is None:
         return None
-    if values.dtype.kind in "iu" and src.mask_flag_enums[band - 1] == [MaskFlags.nodata]:
+    if nodata_is_the_mask(src, band):
         return values != src.nodata
     return src.read_masks(band, window=window) > 0
 
@@ -203,8 +213,27 @@ class BandWindow:
 
     data: np.ndarray  # (bands, h, w) as read
     stretch: Stretch
-    valid: np.ndarray | None  # (h, w) GDAL's validity mask of the first band; None: no nodata
+    valid: np.ndarray | None  # (h, w) GDAL's validity mask of the first band; None: see nodata
     pad_to: int | None = None  # padded with 0 (right and bottom) to at least this size
+    # with ``valid`` None: the first band's pixels equal to this are invalid (None: all are valid)
+    nodata: float | None = None
+
+    def validity(self) -> np.ndarray | None:
+        """The (h, w) validity mask, None when every pixel is valid."""
+        if self.valid is not None or self.nodata is None:
+            return self.valid
+        return self.data[0] != self.nodata
+
+    def nodata_bits(self) -> int | None:
+        """``nodata`` as the first band's value read as a signed integer of its width (as a device compares
+        it), or None when no value of the band's type equals it (every pixel valid)."""
+        dt = self.data.dtype
+        if self.nodata is None or dt.kind not in "iu" or not float(self.nodata).is_integer():
+            return None
+        info = np.iinfo(dt)
+        if not info.min <= self.nodata <= info.max:
+            return None
+        return int(np.array(int(self.nodata), dtype=dt).view(f"i{dt.itemsize}"))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -222,7 +251,7 @@ class BandWindow:
     def rgb(self) -> np.ndarray:
         """Stretched uint8 (H, W, bands), padded: an (H, W, bands) view of contiguous band planes, the
         layout SAM2's transforms want (they make their (3, H, W) tensor from it without a copy)."""
-        planes = stretch_planes(self.data, self.stretch, self.valid)
+        planes = stretch_planes(self.data, self.stretch, self.validity())
         h, w = planes.shape[1:]
         height, width, _ = self.shape
         if (height, width) != (h, w):
@@ -242,6 +271,8 @@ def read_band_window(
     """Read one window of the chosen bands, to be stretched by whoever uses it (:class:`BandWindow`)."""
     try:
         data = src.read(list(bands), window=window)
+        if nodata_is_the_mask(src, bands[0]):  # validity from the values, where they are stretched
+            return BandWindow(data, list(stretch), None, pad_to, nodata=src.nodata)
         mask = valid_pixels(src, bands[0], data[0], window)
     except RasterioIOError as exc:
         raise read_error(src.name, exc) from exc

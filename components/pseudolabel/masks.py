@@ -379,13 +379,15 @@ def _rings(sx: np.ndarray, sy: np.ndarray, ex: np.ndarray, ey: np.ndarray, width
     return rings
 
 
-def mask_to_polygon(mask: np.ndarray, transform: Affine) -> shapely.geometry.Polygon:
+def mask_to_polygon(
+    mask: np.ndarray, transform: Affine, box: tuple[int, int, int, int] | None = None
+) -> shapely.geometry.Polygon:
     """Vectorise a single 4-connected component to one polygon (holes kept) with ``transform``: the
     outline of its pixels, one vertex per corner (the same point set as GDAL's polygonize; ~3x faster,
     as only this one component is traced). Where the outline touches itself at a corner (pixels meeting
     diagonally) it is split into rings that touch there, so the polygon is valid. Raises ValueError
-    unless the mask is one 4-connected component."""
-    box = bbox(mask)
+    unless the mask is one 4-connected component. ``box``: the mask's :func:`bbox`, when known."""
+    box = box or bbox(mask)
     if box is None:
         raise ValueError("expected one connected component, got 0")
     r0, c0, r1, c1 = box

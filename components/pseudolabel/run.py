@@ -388,13 +388,15 @@ def postprocess_window(
             geom, npx, cut = inp.segments[i], round(inp.segments[i].area / pixel_area), False
         elif mask is not None:
             t = transform @ Affine.translation(w.col_off + c0, w.row_off + r0)
-            geom, npx, cut = mask_to_polygon(mask, t), int(np.count_nonzero(mask)), touches_border(mask)
+            pixel_box = bbox(mask)
+            geom = mask_to_polygon(mask, t, pixel_box)
+            npx, cut = int(np.count_nonzero(mask)), touches_border(mask)
         if geom is None:
             why = SKIP_EMPTY_MASK if lcc[i] is None and not params.fallback else SKIP_EMPTY_AFTER_EXCLUSIVE
             result.skipped.append({"segment_id": int(sid), "reason": why})
             continue
         if params.exclusive and mask is not None:
-            br0, bc0, br1, bc1 = cast("tuple[int, int, int, int]", bbox(mask))
+            br0, bc0, br1, bc1 = cast("tuple[int, int, int, int]", pixel_box)
             box = (r0 + br0, c0 + bc0, r0 + br1, c0 + bc1)
             patch = pred.patches[i].crop(box) if source[i] == "sam2" else None
             result.claims.append(Claim(int(sid), w.row_off, w.col_off, box, patch))

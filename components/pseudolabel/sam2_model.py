@@ -97,7 +97,8 @@ def planes_tensor(images: Sequence[WindowImage], device: torch.device) -> torch.
 
     An (H, W, 3) uint8 image goes over as its three planes (a quarter of the bytes of float32). A
     :class:`BandWindow` of 8- or 16-bit bands goes over as read and is stretched there: its lookup tables,
-    validity mask and padding, as :meth:`BandWindow.rgb` does on the host. Pinned and non-blocking on CUDA.
+    validity (a mask, or the nodata value compared there) and padding, as :meth:`BandWindow.rgb` does on
+    the host. Pinned and non-blocking on CUDA.
     """
     pin = device.type == "cuda"
 
@@ -109,12 +110,14 @@ def planes_tensor(images: Sequence[WindowImage], device: torch.device) -> torch.
         tables = img.tables() if isinstance(img, BandWindow) else None
         if isinstance(img, BandWindow) and tables is not None:
             data = img.data
-            bits = 8 * data.dtype.itemsize
+            width_bits = 8 * data.dtype.itemsize
             raw = over(torch.from_numpy(data.view(f"i{data.dtype.itemsize}")))  # torch has no uint16 math
-            idx = raw.to(torch.int64).bitwise_and_((1 << bits) - 1).view(raw.shape[0], -1)  # unsigned value
+            idx = raw.to(torch.int64).bitwise_and_((1 << width_bits) - 1).view(raw.shape[0], -1)  # unsigned
             planes = torch.gather(over(torch.from_numpy(np.stack(tables))), 1, idx).view(raw.shape)
             if img.valid is not None:
                 planes.mul_(over(torch.from_numpy(img.valid)))
+            elif (nodata := img.nodata_bits()) is not None:
+                planes.mul_(raw[0] != nodata)
             height, width, _ = img.shape
             if (height, width) != tuple(planes.shape[1:]):
                 padded = planes.new_zeros((planes.shape[0], height, width))

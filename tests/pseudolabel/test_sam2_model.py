@@ -144,29 +144,42 @@ def test_embedding_made_on_the_device_equals_sam2s(tiny) -> None:
 
 
 @pytest.mark.parametrize(
-    "dtype, nodata", [("uint16", 0), ("int16", -9999), ("uint8", None), ("float32", -1.0)]
+    "dtype, nodata, as_mask",
+    [
+        ("uint16", 0, True),
+        ("uint16", 0, False),  # the nodata value, compared on the device
+        ("int16", -9999, False),
+        ("uint16", 65535, False),  # its bits read as int16 are -1
+        ("uint16", -9999.0, False),  # no uint16 equals it: every pixel valid
+        ("uint16", 7.5, False),
+        ("uint8", None, False),
+        ("float32", -1.0, True),
+    ],
 )
-def test_windows_stretched_on_the_device_equal_the_hosts(dtype: str, nodata) -> None:
-    """``planes_tensor`` of a window as read (lookup on the device, here the CPU; validity; padding) is
-    exactly its host stretch, and SAM2's features from it are the host-stretched image's."""
+def test_windows_stretched_on_the_device_equal_the_hosts(dtype: str, nodata, as_mask: bool) -> None:
+    """``planes_tensor`` of a window as read (lookup on the device, here the CPU; validity from a mask or
+    from the nodata value; padding) is exactly its host stretch."""
     from crownsam.common.raster import BandWindow
     from crownsam.pseudolabel.sam2_model import planes_tensor
 
     rng = np.random.default_rng(4)
     data = rng.integers(-300, 3000, (3, 900, 1000)).astype(dtype)
-    valid = None
-    if nodata is not None:
+    representable = nodata is not None and float(nodata).is_integer()
+    if representable and dtype != "float32":
+        representable = np.iinfo(dtype).min <= nodata <= np.iinfo(dtype).max
+    if representable:
         data[:, 100:140, 200:260] = nodata
-        valid = data[0] != nodata
-    raw = BandWindow(data, [(-100.0, 2500.0), (0.0, 2000.0), (-200.0, 3000.0)], valid, pad_to=1024)
+    valid = data[0] != nodata if nodata is not None and as_mask else None
+    stretch = [(-100.0, 2500.0), (0.0, 2000.0), (-200.0, 3000.0)]
+    raw = BandWindow(data, stretch, valid, pad_to=1024, nodata=None if as_mask else nodata)
     rgb = raw.rgb()
+    if representable:  # the host stretch itself: nodata pixels are 0
+        assert not rgb[100:140, 200:260].any()
     got = planes_tensor([raw, rgb], CPU)
     assert got.dtype == torch.uint8 and got.shape == (2, 3, 1024, 1024)
     assert torch.equal(got[0], torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))))
     assert torch.equal(got[0], got[1])
     assert got[0, :, 900:].sum() == 0 and got[0, :, :, 1000:].sum() == 0  # padding
-    if valid is not None:
-        assert got[0, :, 100:140, 200:260].sum() == 0  # nodata
 
 
 def test_embedding_of_a_window_as_read_equals_the_stretched_one(tiny) -> None:

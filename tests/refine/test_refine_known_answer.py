@@ -137,7 +137,9 @@ def test_one_pixel_georeferencing_error_fails_the_check(case, monkeypatch: pytes
     """Box masks traced one pixel east of where they are (a georeferencing off-by-one): the centroid part
     of the check fails."""
     monkeypatch.setattr(
-        pseudolabel_run, "mask_to_polygon", lambda m, t: mask_to_polygon(m, t @ Affine.translation(1, 0))
+        pseudolabel_run,
+        "mask_to_polygon",
+        lambda m, t, box=None: mask_to_polygon(m, t @ Affine.translation(1, 0), box),
     )
     assert not passes(case, refine(case, "box"))
 
