@@ -448,9 +448,12 @@ def postprocess_window(
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def without_image(inp: WindowInput) -> WindowInput:
-    """``inp`` without its image (stage 3 does not need it; less to send to a worker process)."""
-    return replace(inp, image=np.empty((0, 0, 3), dtype=np.uint8))
+def without_image(inp: WindowInput, keep_segments: bool = True) -> WindowInput:
+    """``inp`` without its image (stage 3 does not need it; less to send to a worker process), and
+    without the segments in the raster's CRS unless ``keep_segments`` (stage 3 reads them only for coarse
+    labels without exclusivity)."""
+    segments = inp.segments if keep_segments else np.empty(0, dtype=object)
+    return replace(inp, image=np.empty((0, 0, 3), dtype=np.uint8), segments=segments)
 
 
 preload(__name__)  # worker processes of the window pipeline import this module once
@@ -504,7 +507,7 @@ def pseudolabel_plan(
             lambda inps: predict_windows(predictor, inps, params),
             finish,
             settings,
-            strip=without_image,
+            strip=partial(without_image, keep_segments=not params.exclusive),
         )
         bar = progress_bar(total=len(plan.windows), desc="windows", unit="win", enabled=progress)
         with closing(stream), bar:
