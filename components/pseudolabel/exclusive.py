@@ -63,49 +63,65 @@ def resolve_claims(
     array, not a copy).
 
     Only contested claims (sharing a pixel with another) are compared, in groups linked by shared
-    pixels, each on the bounding box of its claims' pixels: a pixel's winner depends only on the claims
-    holding it, which share it and so are in one group, so the result is the same.
+    pixels, and each only where its pixel box meets those of the claims it shares pixels with: a pixel's
+    winner depends only on the claims holding it, which share it and so are in one group, and a pixel
+    outside those boxes is held by its claim alone, so the result is the same.
     """
     won = list(claims)
     pairs, _ = mask_overlaps(claims, regions)
     if not pairs:
         return won
+    # each contested claim's pixel box, frame coordinates
+    boxes: dict[int, Region] = {}
+    for i in {k for pair in pairs for k in pair}:
+        br0, bc0, br1, bc1 = cast("Region", bbox(claims[i]))  # a claim with a shared pixel has pixels
+        boxes[i] = (regions[i][0] + br0, regions[i][1] + bc0, regions[i][0] + br1, regions[i][1] + bc1)
+    # where each can share pixels: the union of its box's overlaps with its partners' boxes; outside it,
+    # its pixels are its own
+    near: dict[int, Region] = {}
+    for p, q in pairs:
+        cut = _overlap(boxes[p], boxes[q])
+        for k in (p, q):
+            near[k] = _union(near[k], cut) if k in near else cut
     for group in _linked(pairs):
-        # each claim's pixel box, frame coordinates
-        boxes = []
-        for i in group:
-            br0, bc0, br1, bc1 = cast("Region", bbox(claims[i]))  # a claim with a shared pixel has pixels
-            boxes.append((regions[i][0] + br0, regions[i][1] + bc0, regions[i][0] + br1, regions[i][1] + bc1))
-        fr0, fc0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-        shape = (max(b[2] for b in boxes) - fr0, max(b[3] for b in boxes) - fc0)
+        origin = (min(near[i][0] for i in group), min(near[i][1] for i in group))
+        shape = (max(near[i][2] for i in group) - origin[0], max(near[i][3] for i in group) - origin[1])
         best = np.full(shape, -np.inf, dtype=np.float32)
         owner = np.full(shape, -1, dtype=np.int32)
-        crops = []
-        for i, (r0, c0, r1, c1) in zip(group, boxes, strict=True):
-            inner = (
-                slice(r0 - regions[i][0], r1 - regions[i][0]),
-                slice(c0 - regions[i][1], c1 - regions[i][1]),
-            )
-            crops.append(inner)
-            claim = claims[i][inner]
+        for i in group:
+            claim = claims[i][_within(near[i], regions[i])]
             value = values[i]
             v: np.ndarray | np.float32
             if isinstance(value, LogitPatch):
-                v = value.upsample((r0, c0, r1, c1))
+                v = value.upsample(near[i])
+            elif isinstance(value, np.ndarray):
+                v = value[_within(near[i], regions[i])]
             else:
-                v = value[inner] if isinstance(value, np.ndarray) else np.float32(value)
-            b, o = (
-                best[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0],
-                owner[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0],
-            )
+                v = np.float32(value)
+            b, o = best[_within(near[i], origin)], owner[_within(near[i], origin)]
             win = claim & ((o < 0) | (v > b))
             np.copyto(b, v, where=win)
             np.copyto(o, i, where=win)
-        for i, (r0, c0, r1, c1), inner in zip(group, boxes, crops, strict=True):
-            got = np.zeros_like(claims[i])
-            got[inner] = claims[i][inner] & (owner[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0] == i)
+        for i in group:
+            got = claims[i].copy()
+            got[_within(near[i], regions[i])] &= owner[_within(near[i], origin)] == i
             won[i] = got
     return won
+
+
+def _within(box: Region, origin: Sequence[int]) -> tuple[slice, slice]:
+    """``box`` (frame coordinates) as slices of an array whose first pixel is at ``origin`` (row, col)."""
+    return slice(box[0] - origin[0], box[2] - origin[0]), slice(box[1] - origin[1], box[3] - origin[1])
+
+
+def _overlap(a: Region, b: Region) -> Region:
+    """The intersection of two boxes (that meet)."""
+    return max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+
+
+def _union(a: Region, b: Region) -> Region:
+    """The bounding box of two boxes."""
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
 def _linked(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
