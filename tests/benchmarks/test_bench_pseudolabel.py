@@ -29,7 +29,9 @@ def rule(box: np.ndarray, region: tuple[int, int, int, int], shift: float = 0.0)
     return LogitPatch.from_map(np.where(inside, np.float32(1), np.float32(-1)), (H, W), region)
 
 
-def random_case(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+def answers(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, list[LogitPatch], np.ndarray]:
+    """Random boxes and regions (some regions empty) and the stand-in's answers to them."""
+    rng = np.random.default_rng(seed)
     xy = rng.uniform(-20, W + 20, size=(n, 2))
     size = rng.uniform(0, 300, size=(n, 2))
     boxes = np.clip(np.concatenate([xy, xy + size], axis=1), 0, W)
@@ -38,15 +40,15 @@ def random_case(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarra
     r1 = np.minimum(r0 + rng.integers(0, 500, size=n), H)
     c1 = np.minimum(c0 + rng.integers(0, 500, size=n), W)
     r1[:3] = r0[:3]  # empty regions too
-    return boxes, np.stack([r0, c0, r1, c1], axis=1)
+    regions = np.stack([r0, c0, r1, c1], axis=1)
+    model = SimulatedModel(0, 0)
+    model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
+    patches, scores = model.predict(PromptBatch(boxes=boxes), regions)
+    return boxes, regions, patches, scores
 
 
 def test_answers_follow_the_rule_for_any_region() -> None:
-    rng = np.random.default_rng(7)
-    model = SimulatedModel(0, 0)
-    model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
-    boxes, regions = random_case(rng, 200)
-    patches, scores = model.predict(PromptBatch(boxes=boxes), regions)
+    boxes, regions, patches, scores = answers(7, 200)
     assert np.array_equal(scores, np.ones(200, dtype=np.float32))
     empty = 0
     for box, region, got in zip(boxes, regions, patches, strict=True):
@@ -59,11 +61,7 @@ def test_answers_follow_the_rule_for_any_region() -> None:
 
 def test_a_half_cell_shift_is_caught() -> None:
     """The comparison above fails for a rule that is off by half a low-resolution cell."""
-    rng = np.random.default_rng(8)
-    model = SimulatedModel(0, 0)
-    model.set_image(np.zeros((H, W, 3), dtype=np.uint8))
-    boxes, regions = random_case(rng, 50)
-    patches, _ = model.predict(PromptBatch(boxes=boxes), regions)
+    boxes, regions, patches, _ = answers(8, 50)
     differ = [
         not np.array_equal(got.data, rule(box, tuple(int(v) for v in region), shift=0.5).data)
         for box, region, got in zip(boxes, regions, patches, strict=True)
