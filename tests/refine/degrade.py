@@ -15,11 +15,14 @@ reads it). Parts smaller than 1 % of the crown are dropped (none on the syntheti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import shapely
 
 from crownsam.common.vector import largest_polygon
+from crownsam.synthetic import ScenePaths, generate_scene
 
 KINDS = ("eroded", "dilated", "shifted", "split")
 
@@ -53,3 +56,12 @@ def degrade(truth: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             )
             geoms.append(p)
     return gpd.GeoDataFrame(rows, geometry=geoms, crs=truth.crs)
+
+
+def degraded_scene(folder: Path, size: int, seed: int) -> tuple[ScenePaths, gpd.GeoDataFrame]:
+    """A synthetic scene in ``folder / "scene"``, its true crowns, and their :func:`degrade` written to
+    ``folder / "pred.gpkg"``."""
+    scene = generate_scene(folder / "scene", size=size, seed=seed)
+    truth = gpd.read_file(scene.truth)
+    degrade(truth).to_file(folder / "pred.gpkg")
+    return scene, truth

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from degrade import degrade
+from degrade import degraded_scene
 
 from crownsam import cli
 from crownsam.evaluation.api import evaluate_label_sets
-from crownsam.synthetic import generate_scene
 
 T1, T2 = "0.3,0.5,0.9", "0.5,0.7,0.95"
 
@@ -25,9 +24,7 @@ T1, T2 = "0.3,0.5,0.9", "0.5,0.7,0.95"
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     d = tmp_path_factory.mktemp("refine-tune")
-    scene = generate_scene(d / "scene", size=768, seed=3)
-    truth = gpd.read_file(scene.truth)
-    degrade(truth).to_file(d / "pred.gpkg")
+    scene, truth = degraded_scene(d, size=768, seed=3)
     return d, scene, truth
 
 

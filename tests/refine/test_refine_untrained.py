@@ -12,11 +12,10 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
-from degrade import degrade
+from degrade import degraded_scene
 
 from crownsam import cli
 from crownsam.refine.api import COLUMNS
-from crownsam.synthetic import generate_scene
 
 # segment-everything over the crowns kept small: one pass, 8 x 8 points on 512 px tiles
 AMG = ["--tile", "512", "--padding", "64", "--passes", "1", "--points-per-side", "8"]
@@ -25,9 +24,7 @@ AMG = ["--tile", "512", "--padding", "64", "--passes", "1", "--points-per-side",
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["box", "sessrs"])
 def test_untrained_sam2_runs_end_to_end(method: str, tmp_path: Path, capfd) -> None:
-    scene = generate_scene(tmp_path / "scene", size=512, seed=3)
-    truth = gpd.read_file(scene.truth)
-    degrade(truth).to_file(tmp_path / "pred.gpkg")
+    scene, truth = degraded_scene(tmp_path, size=512, seed=3)
     out = tmp_path / "refined.gpkg"
     argv = ["refine", "--ortho", str(scene.ortho), "--predictions", str(tmp_path / "pred.gpkg")]
     argv += ["--out", str(out), "--method", method, "--untrained", "--device", "cpu", "--no-progress"]

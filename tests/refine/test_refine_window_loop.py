@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
-from degrade import degrade
+from degrade import degraded_scene
 
 from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.everything.known_answer import KnownAnswerGenerator
@@ -24,7 +24,6 @@ from crownsam.everything.params import EverythingParams
 from crownsam.pseudolabel.predictor import KnownAnswerPredictor
 from crownsam.refine.api import RefineSetup, read_predictions, refine_crowns
 from crownsam.refine.params import RefineParams
-from crownsam.synthetic import generate_scene
 
 AMG = EverythingParams(tile=512, padding=64, passes=1, points_per_side=8)
 
@@ -32,9 +31,7 @@ AMG = EverythingParams(tile=512, padding=64, passes=1, points_per_side=8)
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     d = tmp_path_factory.mktemp("refine-loop")
-    scene = generate_scene(d / "scene", size=1536, seed=5)
-    truth = gpd.read_file(scene.truth)
-    degrade(truth).to_file(d / "pred.gpkg")
+    scene, truth = degraded_scene(d, size=1536, seed=5)
     with rasterio.open(scene.ortho) as src:
         transform = src.transform
     crowns, _ = read_predictions(str(d / "pred.gpkg"), "pred", truth.crs.to_string())
