@@ -25,7 +25,8 @@ each E,D it runs the default pseudolabel settings over the demo scene and over a
 (``--workers`` of the task's CPUs), one right after the other, and prints the model-busy share (time the
 stand-in holds / wall time), windows/s, the CPU time of the model's thread per window (its own host
 work: what caps the busy share however many cores the other stages get), whether both loops gave
-identical labels, and peak RSS. The pipeline's worker processes are started before its clock starts, as
+identical labels, and peak RSS (the planning's included: its seconds are ``plan_s``, the scene-wide
+stretch and the window plan). The pipeline's worker processes are started before its clock starts, as
 ``crownsam pseudolabel`` starts them while SAM2 loads; the seconds that took are printed too
 (``pipeline_worker_start_s``: about 1-2 s for the first run, which starts the forkserver).
 """
@@ -219,7 +220,9 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
     )
     rows: list[dict] = []
     for name, ortho, coarse in scenes:
+        t0 = time.perf_counter()
         prep = prepare(PseudolabelRequest(ortho=ortho, segments=coarse, out=str(scene_dir / "sim.gpkg")))
+        plan_s = round(time.perf_counter() - t0, 2)  # the scene-wide stretch, the window plan
         plan, segments = prep.plan, prep.segments
         if a.max_windows:
             plan.windows = plan.windows[: a.max_windows]
@@ -227,7 +230,8 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
             e, _, d = spec.partition(",")
             embed_ms, batch_ms = float(e), float(d or 0)
             labels = []
-            row: dict = {"scene": name, "windows": len(plan.windows), "E_ms": embed_ms, "D_ms": batch_ms}
+            row: dict = {"scene": name, "plan_s": plan_s, "windows": len(plan.windows), "E_ms": embed_ms}
+            row["D_ms"] = batch_ms
             for mode, loop in (("sequential", WindowLoopParams(workers=0)), ("pipeline", None)):
                 loop = loop or WindowLoopParams(workers=workers, window_batch=1)
                 if mode == "pipeline":  # as `crownsam pseudolabel` does while SAM2 loads

@@ -40,7 +40,7 @@ from crownsam.chm.segment import (
 from crownsam.common import storage
 from crownsam.common.atomic import atomic_path, check_output_file
 from crownsam.common.errors import InputError
-from crownsam.common.raster import crs_string, open_raster, read_error
+from crownsam.common.raster import crs_string, gdal_cache, open_raster, read_error
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def _iter_frames(prep: _Prepared, summary: dict) -> Iterator[gpd.GeoDataFrame]:
     counts: dict = {"treetops": 0, "dropped": dict.fromkeys(DROP_REASONS, 0)}
     valid_px = regrown = regrowths = cut = crowns = 0
     high = -math.inf
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(prep.local) as src:
+    with rasterio.Env(), gdal_cache(GDAL_CACHE_MB), open_raster(prep.local) as src:
         for _, row_blocks in itertools.groupby(prep.blocks, key=lambda b: b.r0):
             parts = []
             for b in row_blocks:

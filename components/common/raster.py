@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,79 @@ def check_rgb_bands(info: RasterInfo, bands: Sequence[int]) -> tuple[int, int, i
     return (int(bands[0]), int(bands[1]), int(bands[2]))
 
 
+# GDAL's nearest-neighbour decimation reads source pixel floor((i + 0.5) x n / out + EPS) for output pixel i
+_GDAL_NEAREST_EPS = 1e-10
+
+
+@contextlib.contextmanager
+def gdal_cache(mib: float) -> Iterator[None]:
+    """Within: GDAL's block cache holds ``mib`` MiB, or the size already set if that is smaller (GDAL's
+    default: 5 % of the RAM); the size before is restored after. The cache is process-wide: one such
+    context at a time per process. (``rasterio.Env(GDAL_CACHEMAX=64)`` is a trap: rasterio hands an
+    integer to ``GDALSetCacheMax64``, in bytes, and a nested Env does not restore it.)"""
+    from rasterio._env import get_gdal_config, set_gdal_config
+
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    set_gdal_config("GDAL_CACHEMAX", max(1, min(before, int(mib * 2**20))))
+    try:
+        yield
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def block_rows_mib(src: rasterio.io.DatasetReader, rows: int) -> float:
+    """MiB of GDAL blocks (all bands: a pixel-interleaved file caches every band of a block it reads) that
+    cover ``rows`` raster rows across the whole width, plus one row of blocks: the cache a pass over
+    rows of the raster needs so that no block is decoded twice."""
+    bh, bw = src.block_shapes[0]
+    blocks_down = -(-rows // bh) + 1
+    blocks_across = -(-src.width // bw)
+    itemsize = max(np.dtype(dt).itemsize for dt in src.dtypes)
+    return blocks_down * bh * blocks_across * bw * src.count * itemsize / 2**20
+
+
+def nearest_samples(n: int, out: int) -> np.ndarray:
+    """The source pixels (of ``n``) that GDAL's nearest-neighbour decimation to ``out`` pixels reads."""
+    return np.minimum(((np.arange(out) + 0.5) * (n / out) + _GDAL_NEAREST_EPS).astype(np.int64), n - 1)
+
+
+def _valid_values(
+    src: rasterio.io.DatasetReader, band: int, values: np.ndarray, window: Window
+) -> np.ndarray:
+    """Which of a band's ``values`` (read at ``window``) are valid: GDAL's mask, as ``read(masked=True)``."""
+    flags = src.mask_flag_enums[band - 1]
+    nodata = src.nodatavals[band - 1]
+    if MaskFlags.all_valid in flags:
+        return np.ones(values.shape, dtype=bool)
+    if flags == [MaskFlags.nodata] and nodata is not None and values.dtype.kind in "iu":
+        return values != nodata
+    return src.read_masks(band, window=window) > 0
+
+
+def sampled_valid_values(
+    src: rasterio.io.DatasetReader, bands: Sequence[int], shape: tuple[int, int]
+) -> list[np.ndarray]:
+    """Each band's valid pixels among those of GDAL's nearest-neighbour decimation of the raster to
+    ``shape`` (rows, columns): what ``read(bands, out_shape=..., masked=True, resampling=nearest)``
+    returns, compressed. Reads rows of blocks at full resolution, one after another, and samples them:
+    GDAL's own decimated read decodes every block once per band (and again for the masks), this once."""
+    rows = nearest_samples(src.height, shape[0])
+    cols = nearest_samples(src.width, shape[1])
+    step = src.block_shapes[0][0] * max(1, 256 // src.block_shapes[0][0])  # whole rows of blocks
+    parts: list[list[np.ndarray]] = [[] for _ in bands]
+    for r0 in range(0, src.height, step):
+        r1 = min(r0 + step, src.height)
+        here = rows[(rows >= r0) & (rows < r1)]
+        if not here.size:
+            continue
+        window = Window(0, r0, src.width, r1 - r0)
+        data = src.read(list(bands), window=window)
+        for i, b in enumerate(bands):
+            valid = _valid_values(src, b, data[i], window)[here - r0][:, cols]
+            parts[i].append(data[i][here - r0][:, cols][valid])
+    return [np.concatenate(p) if p else np.empty(0) for p in parts]
+
+
 def compute_stretch(
     path: str | Path,
     bands: Sequence[int],
@@ -119,20 +193,32 @@ def compute_stretch(
 ) -> Stretch:
     """Scene-wide linear stretch per band: the given percentiles of valid pixels.
 
-    Reads a decimated version of the raster (at most ``max_pixels`` per band; GDAL uses overviews when
-    present) so the whole orthophoto is never in memory. Computed once per scene and reused for every
-    window, which keeps tiles seamless.
+    Reads a decimated version of the raster (at most ``max_pixels`` per band: GDAL's nearest-neighbour
+    sample, or its overviews when present) so the whole orthophoto is never in memory: rows of blocks one
+    after another (:func:`sampled_valid_values`), decoded in the task's CPUs, with a block cache of one
+    such row. Computed once per scene and reused for every window, which keeps tiles seamless.
     """
-    with open_raster(path) as src:
+    from crownsam.common.window_pipeline import task_cpus
+
+    with open_raster(path, threads=task_cpus()) as src:
         factor = max(1.0, math.sqrt(src.width * src.height / max_pixels))
-        shape = (len(bands), max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+        shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
         try:
-            data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.nearest)
+            with gdal_cache(2 * block_rows_mib(src, 256)):
+                if any(src.overviews(b) for b in bands):  # GDAL reads them instead of the full resolution
+                    data = src.read(
+                        list(bands),
+                        out_shape=(len(bands), *shape),
+                        masked=True,
+                        resampling=Resampling.nearest,
+                    )
+                    values = [data[i].compressed() for i in range(len(bands))]
+                else:
+                    values = sampled_valid_values(src, bands, shape)
         except RasterioIOError as exc:
             raise read_error(path, exc) from exc
     stretch: Stretch = []
-    for i, b in enumerate(bands):
-        valid = data[i].compressed()
+    for valid, b in zip(values, bands, strict=True):
         if valid.size == 0:
             raise InputError(path, f"band {b} has no valid (non-nodata) pixels")
         lo, hi = np.percentile(valid.astype(np.float64), percentiles)

@@ -12,7 +12,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crownsam.chm.blocks import COLUMNS, plan_blocks, segment_chm
+from crownsam.chm.blocks import COLUMNS, GDAL_CACHE_MB, plan_blocks, segment_chm
 from crownsam.chm.segment import ChmParams
 
 
@@ -85,6 +85,28 @@ def test_blocks_read_windows_never_the_whole_raster(
     assert len(seen) == summary["blocks"] + summary["regrowths"]
     assert sum(max(s) > 128 for s in seen) <= summary["regrowths"]
     assert (summary["height"], summary["width"]) not in seen
+    assert_same_crowns(got, whole[0])
+
+
+def test_blocks_are_read_with_a_64_mib_block_cache(
+    chm_path: Path, whole: tuple[gpd.GeoDataFrame, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GDAL_CACHE_MB means MiB (``rasterio.Env(GDAL_CACHEMAX=64)`` made it a 64-byte cache), and the
+    size before is restored after."""
+    from rasterio._env import get_gdal_config
+
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    sizes: list[int] = []
+    real_read = rasterio.io.DatasetReader.read
+
+    def spy(self, *args, **kwargs):  # records the cache size at each read, then reads
+        sizes.append(int(get_gdal_config("GDAL_CACHEMAX")))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    got, summary = segment_chm(chm_path, block=128, overlap=48)
+    assert len(sizes) >= summary["blocks"] and set(sizes) == {min(before, GDAL_CACHE_MB * 2**20)}
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
     assert_same_crowns(got, whole[0])
 
 

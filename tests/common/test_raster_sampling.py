@@ -1,0 +1,167 @@
+"""The scene-wide stretch's sample (GDAL's nearest-neighbour decimation, read by rows of blocks) and the
+GDAL block cache settings."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio._env import get_gdal_config, set_gdal_config
+from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
+
+from crownsam.common.raster import (
+    block_rows_mib,
+    compute_stretch,
+    gdal_cache,
+    nearest_samples,
+    sampled_valid_values,
+)
+
+
+def _write(
+    path: Path, data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None, **extra
+) -> str:
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype,
+        "nodata": nodata,
+        "crs": "EPSG:3067",
+        "transform": rasterio.Affine(0.025, 0, 385000, 0, -0.025, 6672000),
+    }
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **(profile | extra)) as dst:
+        dst.write(data)
+        if mask is not None:
+            dst.write_mask(mask)
+    return str(path)
+
+
+def _gdal_rows(n: int, out: int) -> np.ndarray:
+    """The rows GDAL's own decimated read takes: a one-column raster whose values are the row numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not georeferenced
+        with MemoryFile() as mf:
+            with mf.open(driver="GTiff", width=1, height=n, count=1, dtype="uint16") as dst:
+                dst.write(np.arange(n, dtype=np.uint16)[None, :, None])
+            with mf.open() as src:
+                return src.read(1, out_shape=(out, 1), resampling=Resampling.nearest)[:, 0].astype(np.int64)
+
+
+def test_nearest_samples_are_the_pixels_gdal_decimation_reads() -> None:
+    rng = np.random.default_rng(0)
+    cases = [(472, 97), (1344, 1043), (1794, 1133), (5, 5), (7, 1), (4096, 4000)]
+    cases += [(int(n), int(rng.integers(1, n + 1))) for n in rng.integers(1, 5000, 60)]
+    for n, out in cases:
+        np.testing.assert_array_equal(nearest_samples(n, out), _gdal_rows(n, out), err_msg=f"{n} -> {out}")
+    # the check catches the textbook rule, which float rounding sends one row up: 48.5 x 472 / 97 = 236
+    plain = np.floor((np.arange(97) + 0.5) * (472 / 97)).astype(np.int64)
+    assert not np.array_equal(plain, _gdal_rows(472, 97))
+
+
+def _gdal_sample(path: str, bands: tuple[int, ...], shape: tuple[int, int]) -> list[np.ndarray]:
+    with rasterio.open(path) as src:
+        data = src.read(
+            list(bands), out_shape=(len(bands), *shape), masked=True, resampling=Resampling.nearest
+        )
+    return [np.ma.asarray(data[i]).compressed() for i in range(len(bands))]
+
+
+RASTERS = {
+    "uint16 nodata, tiled": dict(
+        dtype="uint16", nodata=0, extra=dict(tiled=True, blockxsize=32, blockysize=16)
+    ),
+    "int16 nodata, band interleave": dict(
+        dtype="int16", nodata=-9999, extra=dict(tiled=True, blockxsize=64, blockysize=64, interleave="band")
+    ),
+    "float32 nodata, striped": dict(dtype="float32", nodata=-1.0, extra=dict(blockysize=3)),
+    "float32 nan nodata": dict(
+        dtype="float32", nodata=float("nan"), extra=dict(tiled=True, blockxsize=16, blockysize=16)
+    ),
+    "uint8 no nodata": dict(dtype="uint8", nodata=None, extra=dict(tiled=True, blockxsize=16, blockysize=32)),
+    "uint8 internal mask": dict(
+        dtype="uint8", nodata=None, mask=True, extra=dict(tiled=True, blockxsize=16, blockysize=16)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(RASTERS))
+def test_sample_is_gdals_decimated_read(tmp_path: Path, kind: str) -> None:
+    """Rows of blocks sampled at GDAL's pixels give exactly the valid values (and their order) of GDAL's
+    own decimated masked read, for every kind of validity: nodata (integer, float, NaN), none, a mask."""
+    spec = RASTERS[kind]
+    rng = np.random.default_rng(3)
+    data = (rng.random((4, 301, 257)) * 200).astype(spec["dtype"])
+    nodata = spec["nodata"]
+    mask = None
+    if nodata is not None:
+        data[:, 40:90, 30:200] = nodata
+        data[2, 150:160, :] = nodata  # one band's own holes
+    if spec.get("mask"):
+        mask = np.full(data.shape[1:], 255, dtype=np.uint8)
+        mask[100:180, 50:120] = 0
+    path = _write(tmp_path / "r.tif", data, nodata, mask, **spec["extra"])
+    for shape in [(37, 41), (150, 256), (301, 257), (1, 1)]:
+        with rasterio.open(path) as src:
+            got = sampled_valid_values(src, (3, 2, 1), shape)
+        want = _gdal_sample(path, (3, 2, 1), shape)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w, err_msg=f"{kind} {shape}")
+        if nodata is not None or mask is not None:
+            assert want[0].size < shape[0] * shape[1] or shape == (1, 1)
+
+
+def test_stretch_of_a_large_raster_is_that_of_gdals_sample(tmp_path: Path) -> None:
+    """A raster over ``max_pixels`` is sampled; the stretch is that of GDAL's decimated read, and with
+    overviews (which GDAL reads instead) it is GDAL's read."""
+    rng = np.random.default_rng(4)
+    data = rng.integers(1, 4000, (3, 700, 900), dtype=np.uint16)
+    data[:, :50] = 0
+    path = _write(tmp_path / "big.tif", data, 0, tiled=True, blockxsize=128, blockysize=128)
+    max_pixels = 50_000
+    factor = math.sqrt(700 * 900 / max_pixels)
+    shape = (round(700 / factor), round(900 / factor))
+
+    def stretch_of(values: list[np.ndarray]) -> list[tuple[float, float]]:
+        return [tuple(float(v) for v in np.percentile(x.astype(np.float64), (2.0, 98.0))) for x in values]
+
+    assert compute_stretch(path, (1, 2, 3), max_pixels=max_pixels) == stretch_of(
+        _gdal_sample(path, (1, 2, 3), shape)
+    )
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews([2, 4], Resampling.average)
+    with_overviews = compute_stretch(path, (1, 2, 3), max_pixels=max_pixels)
+    assert with_overviews == stretch_of(_gdal_sample(path, (1, 2, 3), shape))
+    assert with_overviews != stretch_of(_gdal_sample(str(tmp_path / "big.tif"), (1, 2, 3), (700, 900)))
+
+
+def test_gdal_cache_is_in_mib_capped_and_restored() -> None:
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    with rasterio.Env():  # restored inside another environment too (rasterio's nested Env does not)
+        with gdal_cache(64):
+            assert int(get_gdal_config("GDAL_CACHEMAX")) == 64 * 2**20
+            with gdal_cache(10**9):  # never more than what is already set
+                assert int(get_gdal_config("GDAL_CACHEMAX")) == 64 * 2**20
+            assert int(get_gdal_config("GDAL_CACHEMAX")) == 64 * 2**20
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=64):  # the trap gdal_cache avoids: rasterio's integer is bytes
+            assert int(get_gdal_config("GDAL_CACHEMAX")) == 64
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def test_block_rows_cover_every_band_of_the_rows(tmp_path: Path) -> None:
+    data = np.zeros((3, 600, 1000), dtype=np.uint16)
+    path = _write(tmp_path / "b.tif", data, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path) as src:
+        # 300 rows: 2 rows of blocks, plus one; 4 blocks across; 3 bands of 2 bytes
+        assert block_rows_mib(src, 300) == 3 * 256 * 4 * 256 * 3 * 2 / 2**20
+        assert block_rows_mib(src, 256) == 2 * 256 * 4 * 256 * 3 * 2 / 2**20
