@@ -36,7 +36,7 @@ from rasterio import Affine
 from rasterio.windows import Window
 
 from crownsam.common.progress import progress_bar
-from crownsam.common.raster import block_rows_mib, gdal_cache, open_raster, read_band_window
+from crownsam.common.raster import open_raster, read_band_window
 from crownsam.common.vector import ID_COLUMN
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline, task_cpus
 from crownsam.pseudolabel.exclusive import (
@@ -498,12 +498,8 @@ def pseudolabel_plan(
         model=predictor.name,
         untrained=predictor.untrained,
     )
-    # GDAL decodes a window's tiles in parallel: most useful while the workers have nothing to do yet. Its
-    # block cache holds the rows of blocks that the next row of windows reads again, and no more
-    with (
-        open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src,
-        gdal_cache(block_rows_mib(src, plan.window + plan.stride)),
-    ):
+    # GDAL decodes a window's tiles in parallel: most useful while the workers have nothing to do yet
+    with open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src:
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,

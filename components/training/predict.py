@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack, closing
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,14 +50,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from crownsam.common.errors import InputError
-from crownsam.common.raster import (
-    apply_stretch,
-    block_rows_mib,
-    crs_string,
-    gdal_cache,
-    open_raster,
-    read_error,
-)
+from crownsam.common.raster import apply_stretch, crs_string, open_raster, read_error
 from crownsam.common.window_pipeline import WindowLoopParams, run_pipeline
 
 log = logging.getLogger(__name__)
@@ -439,7 +432,7 @@ def predict_ortho(
 
     device = torch.device(device)
     t0 = time.perf_counter()
-    with open_raster(ortho) as src, ExitStack() as stack:
+    with open_raster(ortho) as src:
         if src.crs is None:
             raise InputError(ortho, "raster has no CRS; georeference it first")
         crs = crs_string(src.crs)
@@ -451,8 +444,6 @@ def predict_ortho(
             else None
         )
         wins = plan_windows(src.height, src.width, window, overlap, region)
-        # GDAL keeps the rows of blocks that the next row of windows reads again (a window and a stride)
-        stack.enter_context(gdal_cache(block_rows_mib(src, window + max(1, round(window * (1 - overlap))))))
         all_valid = all(list(src.mask_flag_enums[b - 1]) == [MaskFlags.all_valid] for b in bands)
         restore = _inference_setup(model, window, score_threshold)
         model.eval().to(device)

@@ -10,9 +10,8 @@ import geopandas as gpd
 import pytest
 import rasterio
 import shapely
-from rasterio._env import get_gdal_config
 
-from crownsam.common.raster import BandWindow, block_rows_mib
+from crownsam.common.raster import BandWindow
 from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.pseudolabel.api import PseudolabelRequest, claims_path, run_pseudolabel
 from crownsam.pseudolabel.params import PseudolabelParams
@@ -109,42 +108,6 @@ def test_a_predictor_that_stretches_on_its_device_gets_windows_as_read(scene, pl
         out = tmp_path / f"device{workers}.gpkg"
         got = run(scene, plan_file, out, WindowLoopParams(workers=workers), None, StretchesOnDevice)
         assert_same_labels(gpd.read_file(got), seq)
-
-
-class CacheRecorder(KnownAnswerPredictor):
-    """The known-answer predictor, recording GDAL's block cache size at each window."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.cache: list[int] = []
-
-    def set_image(self, image, window) -> None:
-        self.cache.append(int(get_gdal_config("GDAL_CACHEMAX")))
-        super().set_image(image, window)
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_windows_are_read_with_a_cache_of_the_block_rows_read_again(
-    scene, plan_file, tmp_path, workers
-) -> None:
-    """GDAL keeps the rows of blocks that the next row of windows reads again (window + stride rows),
-    not 5 % of the RAM; the size before is restored after the run."""
-    before = int(get_gdal_config("GDAL_CACHEMAX"))
-    with rasterio.open(scene.ortho) as src:
-        want = min(before, int(block_rows_mib(src, 512 + 384) * 2**20))
-        oracle = CacheRecorder(gpd.read_file(scene.truth), src.transform)
-    req = PseudolabelRequest(
-        ortho=str(scene.ortho),
-        segments=str(scene.coarse),
-        out=str(tmp_path / "c.gpkg"),
-        plan=str(plan_file),
-        progress=False,
-        resume_dir="",
-        loop=WindowLoopParams(workers=workers),
-    )
-    run_pseudolabel(req, predictor=oracle)
-    assert len(oracle.cache) > 10 and set(oracle.cache) == {want} and want < before
-    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
 
 
 def test_the_comparison_catches_a_changed_label(scene, plan_file, tmp_path) -> None:
