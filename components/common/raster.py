@@ -148,17 +148,23 @@ def nearest_samples(n: int, out: int) -> np.ndarray:
     return np.minimum(((np.arange(out) + 0.5) * (n / out) + _GDAL_NEAREST_EPS).astype(np.int64), n - 1)
 
 
-def _valid_values(
-    src: rasterio.io.DatasetReader, band: int, values: np.ndarray, window: Window
-) -> np.ndarray:
-    """Which of a band's ``values`` (read at ``window``) are valid: GDAL's mask, as ``read(masked=True)``."""
+def _valid_sample(
+    src: rasterio.io.DatasetReader,
+    band: int,
+    sample: np.ndarray,
+    window: Window,
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> np.ndarray | None:
+    """Which of a band's ``sample`` (its pixels ``rows`` x ``cols`` of ``window``) are valid, by GDAL's
+    mask as ``read(masked=True)`` has it; None: all of them."""
     flags = src.mask_flag_enums[band - 1]
     nodata = src.nodatavals[band - 1]
     if MaskFlags.all_valid in flags:
-        return np.ones(values.shape, dtype=bool)
-    if flags == [MaskFlags.nodata] and nodata is not None and values.dtype.kind in "iu":
-        return values != nodata
-    return src.read_masks(band, window=window) > 0
+        return None
+    if flags == [MaskFlags.nodata] and nodata is not None and sample.dtype.kind in "iu":
+        return sample != nodata
+    return src.read_masks(band, window=window)[rows][:, cols] > 0
 
 
 def sampled_valid_values(
@@ -170,18 +176,20 @@ def sampled_valid_values(
     GDAL's own decimated read decodes every block once per band (and again for the masks), this once."""
     rows = nearest_samples(src.height, shape[0])
     cols = nearest_samples(src.width, shape[1])
+    whole_rows = cols.size == src.width  # every column: no need to pick them
     step = src.block_shapes[0][0] * max(1, 256 // src.block_shapes[0][0])  # whole rows of blocks
     parts: list[list[np.ndarray]] = [[] for _ in bands]
     for r0 in range(0, src.height, step):
         r1 = min(r0 + step, src.height)
-        here = rows[(rows >= r0) & (rows < r1)]
+        here = rows[(rows >= r0) & (rows < r1)] - r0
         if not here.size:
             continue
         window = Window(0, r0, src.width, r1 - r0)
         data = src.read(list(bands), window=window)
+        sample = data[:, here] if whole_rows else data[:, here][:, :, cols]
         for i, b in enumerate(bands):
-            valid = _valid_values(src, b, data[i], window)[here - r0][:, cols]
-            parts[i].append(data[i][here - r0][:, cols][valid])
+            valid = _valid_sample(src, b, sample[i], window, here, cols)
+            parts[i].append(sample[i].ravel() if valid is None else sample[i][valid])
     return [np.concatenate(p) if p else np.empty(0) for p in parts]
 
 
@@ -195,12 +203,10 @@ def compute_stretch(
 
     Reads a decimated version of the raster (at most ``max_pixels`` per band: GDAL's nearest-neighbour
     sample, or its overviews when present) so the whole orthophoto is never in memory: rows of blocks one
-    after another (:func:`sampled_valid_values`), decoded in the task's CPUs, with a block cache of one
-    such row. Computed once per scene and reused for every window, which keeps tiles seamless.
+    after another (:func:`sampled_valid_values`), with a block cache of two such rows. Computed once per
+    scene and reused for every window, which keeps tiles seamless.
     """
-    from crownsam.common.window_pipeline import task_cpus
-
-    with open_raster(path, threads=task_cpus()) as src:
+    with open_raster(path) as src:  # one thread: which corrupt block fails first is then always the same
         factor = max(1.0, math.sqrt(src.width * src.height / max_pixels))
         shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
         try:
