@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -18,6 +19,7 @@ from rasterio.windows import Window
 from crownsam.common.errors import InputError
 
 Stretch = list[tuple[float, float]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,33 @@ def sampled_valid_values(
     return [np.concatenate(p) if p else np.empty(0) for p in parts]
 
 
+def in_one_thread(
+    src: rasterio.io.DatasetReader, read: Callable[[rasterio.io.DatasetReader], T], exc: RasterioIOError
+) -> T:
+    """``read`` again on the file of ``src`` opened without GDAL's decoding threads, after ``read(src)``
+    failed with ``exc``: threads decode a read's blocks in any order, so which corrupt block fails first
+    (and GDAL's message) varies; in one thread it is always the first in raster order. Raises the
+    :func:`read_error` of that failure (or returns, if the second read works)."""
+    try:
+        with rasterio.open(src.name) as one:
+            return read(one)
+    except RasterioIOError as again:
+        raise read_error(src.name, again) from exc
+
+
+def _stretch_sample(
+    src: rasterio.io.DatasetReader, bands: Sequence[int], shape: tuple[int, int]
+) -> list[np.ndarray]:
+    """:func:`compute_stretch`'s valid values of each band, with a block cache of two rows of blocks."""
+    with gdal_cache(2 * block_rows_mib(src, 256)):
+        if any(src.overviews(b) for b in bands):  # GDAL reads them instead of the full resolution
+            data = src.read(
+                list(bands), out_shape=(len(bands), *shape), masked=True, resampling=Resampling.nearest
+            )
+            return [data[i].compressed() for i in range(len(bands))]
+        return sampled_valid_values(src, bands, shape)
+
+
 def compute_stretch(
     path: str | Path,
     bands: Sequence[int],
@@ -203,26 +232,18 @@ def compute_stretch(
 
     Reads a decimated version of the raster (at most ``max_pixels`` per band: GDAL's nearest-neighbour
     sample, or its overviews when present) so the whole orthophoto is never in memory: rows of blocks one
-    after another (:func:`sampled_valid_values`), with a block cache of two such rows. Computed once per
-    scene and reused for every window, which keeps tiles seamless.
+    after another (:func:`sampled_valid_values`), decoded in the task's CPUs, with a block cache of two
+    such rows. Computed once per scene and reused for every window, which keeps tiles seamless.
     """
-    with open_raster(path) as src:  # one thread: which corrupt block fails first is then always the same
+    from crownsam.common.window_pipeline import task_cpus
+
+    with open_raster(path, threads=task_cpus()) as src:
         factor = max(1.0, math.sqrt(src.width * src.height / max_pixels))
         shape = (max(1, round(src.height / factor)), max(1, round(src.width / factor)))
         try:
-            with gdal_cache(2 * block_rows_mib(src, 256)):
-                if any(src.overviews(b) for b in bands):  # GDAL reads them instead of the full resolution
-                    data = src.read(
-                        list(bands),
-                        out_shape=(len(bands), *shape),
-                        masked=True,
-                        resampling=Resampling.nearest,
-                    )
-                    values = [data[i].compressed() for i in range(len(bands))]
-                else:
-                    values = sampled_valid_values(src, bands, shape)
+            values = _stretch_sample(src, bands, shape)
         except RasterioIOError as exc:
-            raise read_error(path, exc) from exc
+            values = in_one_thread(src, lambda one: _stretch_sample(one, bands, shape), exc)
     stretch: Stretch = []
     for valid, b in zip(values, bands, strict=True):
         if valid.size == 0:
@@ -353,6 +374,15 @@ class BandWindow:
         return planes.transpose(1, 2, 0)
 
 
+def _band_window(
+    src: rasterio.io.DatasetReader, window: Window, bands: Sequence[int], stretch: Stretch, pad_to: int | None
+) -> BandWindow:
+    data = src.read(list(bands), window=window)
+    if nodata_is_the_mask(src, bands[0]):  # validity from the values, where they are stretched
+        return BandWindow(data, list(stretch), None, pad_to, nodata=src.nodata)
+    return BandWindow(data, list(stretch), valid_pixels(src, bands[0], data[0], window), pad_to)
+
+
 def read_band_window(
     src: rasterio.io.DatasetReader,
     window: Window,
@@ -362,13 +392,9 @@ def read_band_window(
 ) -> BandWindow:
     """Read one window of the chosen bands, to be stretched by whoever uses it (:class:`BandWindow`)."""
     try:
-        data = src.read(list(bands), window=window)
-        if nodata_is_the_mask(src, bands[0]):  # validity from the values, where they are stretched
-            return BandWindow(data, list(stretch), None, pad_to, nodata=src.nodata)
-        mask = valid_pixels(src, bands[0], data[0], window)
+        return _band_window(src, window, bands, stretch, pad_to)
     except RasterioIOError as exc:
-        raise read_error(src.name, exc) from exc
-    return BandWindow(data, list(stretch), mask, pad_to)
+        return in_one_thread(src, lambda one: _band_window(one, window, bands, stretch, pad_to), exc)
 
 
 def read_rgb_window(

@@ -165,3 +165,35 @@ def test_block_rows_cover_every_band_of_the_rows(tmp_path: Path) -> None:
         # 300 rows: 2 rows of blocks, plus one; 4 blocks across; 3 bands of 2 bytes
         assert block_rows_mib(src, 300) == 3 * 256 * 4 * 256 * 3 * 2 / 2**20
         assert block_rows_mib(src, 256) == 2 * 256 * 4 * 256 * 3 * 2 / 2**20
+
+
+def test_a_corrupt_raster_gives_the_same_error_every_time(tmp_path: Path) -> None:
+    """GDAL's decoding threads meet the corrupt blocks of a truncated file in any order; the error is
+    always that of the first one in raster order (the message names its offset), as one thread reads."""
+    from rasterio.windows import Window
+
+    from crownsam.common.errors import InputError
+    from crownsam.common.raster import open_raster, read_band_window
+
+    rng = np.random.default_rng(6)
+    data = rng.integers(1, 4000, (3, 512, 512), dtype=np.uint16)
+    path = Path(
+        _write(tmp_path / "t.tif", data, 0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    )
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # the second half of the blocks is gone
+    with rasterio.open(path) as one:
+        try:
+            one.read([1, 2, 3])
+        except rasterio.errors.RasterioIOError as exc:
+            first = str(exc.__cause__ or exc).splitlines()[0]
+    stretch_errors, window_errors = set(), set()
+    for _ in range(8):
+        with pytest.raises(InputError) as err:
+            compute_stretch(str(path), (1, 2, 3), max_pixels=100_000)
+        stretch_errors.add(str(err.value))
+        with open_raster(path, threads=4) as src, pytest.raises(InputError) as err:
+            read_band_window(src, Window(0, 0, 512, 512), (1, 2, 3), [(0.0, 1.0)] * 3)
+        window_errors.add(str(err.value))
+    assert len(stretch_errors) == 1 and len(window_errors) == 1
+    assert first in stretch_errors.pop() and first in window_errors.pop()
