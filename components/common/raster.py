@@ -214,7 +214,9 @@ def _stretch_sample(
 ) -> list[np.ndarray]:
     """:func:`compute_stretch`'s valid values of each band, with a block cache of two rows of blocks."""
     with gdal_cache(2 * block_rows_mib(src, 256)):
-        if any(src.overviews(b) for b in bands):  # GDAL reads them instead of the full resolution
+        # GDAL reads overviews instead of the full resolution, and a VRT's read picks its own pixels near
+        # the edges of its sources: those are read by GDAL
+        if src.driver != "GTiff" or any(src.overviews(b) for b in bands):
             data = src.read(
                 list(bands), out_shape=(len(bands), *shape), masked=True, resampling=Resampling.nearest
             )
@@ -231,9 +233,10 @@ def compute_stretch(
     """Scene-wide linear stretch per band: the given percentiles of valid pixels.
 
     Reads a decimated version of the raster (at most ``max_pixels`` per band: GDAL's nearest-neighbour
-    sample, or its overviews when present) so the whole orthophoto is never in memory: rows of blocks one
-    after another (:func:`sampled_valid_values`), decoded in the task's CPUs, with a block cache of two
-    such rows. Computed once per scene and reused for every window, which keeps tiles seamless.
+    sample, or its overviews when present) so the whole orthophoto is never in memory. A GeoTIFF without
+    overviews is read by rows of blocks one after another (:func:`sampled_valid_values`), decoded in the
+    task's CPUs, with a block cache of two such rows; anything else by GDAL's decimated read. Computed
+    once per scene and reused for every window, which keeps tiles seamless.
     """
     from crownsam.common.window_pipeline import task_cpus
 

@@ -141,6 +141,41 @@ def test_stretch_of_a_large_raster_is_that_of_gdals_sample(tmp_path: Path) -> No
     assert with_overviews != stretch_of(_gdal_sample(str(tmp_path / "big.tif"), (1, 2, 3), (700, 900)))
 
 
+def test_stretch_of_a_vrt_is_gdals_read(tmp_path: Path) -> None:
+    """A VRT's own decimated read picks other pixels near the edges of its sources than the rule
+    (checked here), so a VRT is read by GDAL."""
+    rng = np.random.default_rng(5)
+    parts = []
+    for i, w in enumerate((333, 290)):
+        parts.append(_write(tmp_path / f"v{i}.tif", rng.integers(1, 4000, (3, 401, w), dtype=np.uint16), 0))
+
+    def source(path: str, w: int, x: int, b: int) -> str:
+        return (
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{path}</SourceFilename>'
+            f'<SourceBand>{b}</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="401"/>'
+            f'<DstRect xOff="{x}" yOff="0" xSize="{w}" ySize="401"/></SimpleSource>'
+        )
+
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{b}"><NoDataValue>0</NoDataValue>'
+        f"{source(parts[0], 333, 0, b)}{source(parts[1], 290, 333, b)}</VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    vrt = tmp_path / "m.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="623" rasterYSize="401">{bands}</VRTDataset>')
+    max_pixels = 100_000  # (254, 394): this sample differs from the VRT's
+    factor = math.sqrt(623 * 401 / max_pixels)
+    shape = (round(401 / factor), round(623 / factor))
+    want = _gdal_sample(str(vrt), (1, 2, 3), shape)
+    with rasterio.open(vrt) as src:
+        assert any(
+            not np.array_equal(a, b)
+            for a, b in zip(sampled_valid_values(src, (1, 2, 3), shape), want, strict=True)
+        )
+    got = compute_stretch(str(vrt), (1, 2, 3), max_pixels=max_pixels)
+    assert got == [tuple(float(v) for v in np.percentile(x.astype(np.float64), (2.0, 98.0))) for x in want]
+
+
 def test_gdal_cache_is_in_mib_capped_and_restored() -> None:
     before = int(get_gdal_config("GDAL_CACHEMAX"))
     with rasterio.Env():  # restored inside another environment too (rasterio's nested Env does not)
