@@ -212,15 +212,15 @@ def in_one_thread(
 def _stretch_sample(
     src: rasterio.io.DatasetReader, bands: Sequence[int], shape: tuple[int, int]
 ) -> list[np.ndarray]:
-    """:func:`compute_stretch`'s valid values of each band, with a block cache of two rows of blocks."""
+    """:func:`compute_stretch`'s valid values of each band."""
+    # GDAL reads overviews instead of the full resolution, and a VRT's read picks its own pixels near the
+    # edges of its sources: those are GDAL's decimated read (with GDAL's cache, as before)
+    if src.driver != "GTiff" or any(src.overviews(b) for b in bands):
+        data = src.read(
+            list(bands), out_shape=(len(bands), *shape), masked=True, resampling=Resampling.nearest
+        )
+        return [data[i].compressed() for i in range(len(bands))]
     with gdal_cache(2 * block_rows_mib(src, 256)):
-        # GDAL reads overviews instead of the full resolution, and a VRT's read picks its own pixels near
-        # the edges of its sources: those are read by GDAL
-        if src.driver != "GTiff" or any(src.overviews(b) for b in bands):
-            data = src.read(
-                list(bands), out_shape=(len(bands), *shape), masked=True, resampling=Resampling.nearest
-            )
-            return [data[i].compressed() for i in range(len(bands))]
         return sampled_valid_values(src, bands, shape)
 
 
