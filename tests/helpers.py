@@ -66,6 +66,33 @@ def write_raster(
     return Path(path)
 
 
+def write_array(
+    path: str | Path,
+    data: np.ndarray,
+    nodata: float | None = None,
+    mask: np.ndarray | None = None,
+    **creation,
+) -> str:
+    """Write ``data`` (bands, rows, cols) as a GeoTIFF on the synthetic scene's grid, with ``nodata``, an
+    internal ``mask`` band (255 valid, 0 not) and any GDAL creation options (``tiled``, ``blockxsize``,
+    ``interleave``, ``compress``, ...); return its path."""
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": data.shape[0],
+        "dtype": data.dtype,
+        "nodata": nodata,
+        "crs": CRS,
+        "transform": Affine(GSD, 0.0, ORIGIN[0], 0.0, -GSD, ORIGIN[1]),
+    }
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **(profile | creation)) as dst:
+        dst.write(data)
+        if mask is not None:
+            dst.write_mask(mask)
+    return str(path)
+
+
 def pixel_box(
     col0: float,
     row0: float,

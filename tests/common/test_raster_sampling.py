@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from helpers import write_array
 from rasterio._env import get_gdal_config, set_gdal_config
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
@@ -21,26 +22,6 @@ from crownsam.common.raster import (
     nearest_samples,
     sampled_valid_values,
 )
-
-
-def _write(
-    path: Path, data: np.ndarray, nodata: float | None = None, mask: np.ndarray | None = None, **extra
-) -> str:
-    profile = {
-        "driver": "GTiff",
-        "width": data.shape[2],
-        "height": data.shape[1],
-        "count": data.shape[0],
-        "dtype": data.dtype,
-        "nodata": nodata,
-        "crs": "EPSG:3067",
-        "transform": rasterio.Affine(0.025, 0, 385000, 0, -0.025, 6672000),
-    }
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **(profile | extra)) as dst:
-        dst.write(data)
-        if mask is not None:
-            dst.write_mask(mask)
-    return str(path)
 
 
 def _gdal_rows(n: int, out: int) -> np.ndarray:
@@ -106,7 +87,7 @@ def test_sample_is_gdals_decimated_read(tmp_path: Path, kind: str) -> None:
     if spec.get("mask"):
         mask = np.full(data.shape[1:], 255, dtype=np.uint8)
         mask[100:180, 50:120] = 0
-    path = _write(tmp_path / "r.tif", data, nodata, mask, **spec["extra"])
+    path = write_array(tmp_path / "r.tif", data, nodata, mask, **spec["extra"])
     for shape in [(37, 41), (150, 256), (301, 257), (1, 1)]:
         with rasterio.open(path) as src:
             got = sampled_valid_values(src, (3, 2, 1), shape)
@@ -123,7 +104,7 @@ def test_stretch_of_a_large_raster_is_that_of_gdals_sample(tmp_path: Path) -> No
     rng = np.random.default_rng(4)
     data = rng.integers(1, 4000, (3, 700, 900), dtype=np.uint16)
     data[:, :50] = 0
-    path = _write(tmp_path / "big.tif", data, 0, tiled=True, blockxsize=128, blockysize=128)
+    path = write_array(tmp_path / "big.tif", data, 0, tiled=True, blockxsize=128, blockysize=128)
     max_pixels = 50_000
     factor = math.sqrt(700 * 900 / max_pixels)
     shape = (round(700 / factor), round(900 / factor))
@@ -147,7 +128,9 @@ def test_stretch_of_a_vrt_is_gdals_read(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     parts = []
     for i, w in enumerate((333, 290)):
-        parts.append(_write(tmp_path / f"v{i}.tif", rng.integers(1, 4000, (3, 401, w), dtype=np.uint16), 0))
+        parts.append(
+            write_array(tmp_path / f"v{i}.tif", rng.integers(1, 4000, (3, 401, w), dtype=np.uint16), 0)
+        )
 
     def source(path: str, w: int, x: int, b: int) -> str:
         return (
@@ -195,7 +178,7 @@ def test_gdal_cache_is_in_mib_capped_and_restored() -> None:
 
 def test_block_rows_cover_every_band_of_the_rows(tmp_path: Path) -> None:
     data = np.zeros((3, 600, 1000), dtype=np.uint16)
-    path = _write(tmp_path / "b.tif", data, tiled=True, blockxsize=256, blockysize=256)
+    path = write_array(tmp_path / "b.tif", data, tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path) as src:
         # 300 rows: 2 rows of blocks, plus one; 4 blocks across; 3 bands of 2 bytes
         assert block_rows_mib(src, 300) == 3 * 256 * 4 * 256 * 3 * 2 / 2**20
@@ -213,7 +196,7 @@ def test_a_corrupt_raster_gives_the_same_error_every_time(tmp_path: Path) -> Non
     rng = np.random.default_rng(6)
     data = rng.integers(1, 4000, (3, 512, 512), dtype=np.uint16)
     path = Path(
-        _write(tmp_path / "t.tif", data, 0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+        write_array(tmp_path / "t.tif", data, 0, tiled=True, blockxsize=64, blockysize=64, compress="deflate")
     )
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])  # the second half of the blocks is gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_array
 
 from crownsam.common.raster import apply_stretch, stretch_table, stretch_values
 
@@ -38,27 +39,6 @@ def test_the_check_catches_an_off_by_one_table() -> None:
     assert not np.array_equal(shifted, stretch_values(data[0], 100.0, 3000.0))
 
 
-def _write(path, data: np.ndarray, nodata: float | None, **extra) -> str:
-    import rasterio
-    from rasterio import Affine
-
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        nodata=nodata,
-        crs="EPSG:3067",
-        transform=Affine(0.025, 0, 385000, 0, -0.025, 6672000),
-        **extra,
-    ) as dst:
-        dst.write(data)
-    return str(path)
-
-
 def test_rgb_window_is_the_stretch_as_band_planes(tmp_path) -> None:
     """``read_rgb_window`` gives ``apply_stretch``'s values (nodata -> 0, zero padding) as an (H, W, 3)
     view of contiguous band planes: the layout SAM2's ToTensor turns into its tensor without a copy."""
@@ -72,7 +52,7 @@ def test_rgb_window_is_the_stretch_as_band_planes(tmp_path) -> None:
     rng = np.random.default_rng(1)
     data = rng.integers(1, 4000, (4, 50, 60), dtype=np.uint16)
     data[:, 3:7, 15:19] = 0  # nodata
-    path = _write(tmp_path / "o.tif", data, nodata=0)
+    path = write_array(tmp_path / "o.tif", data, nodata=0)
     stretch = [(100.0, 3000.0), (50.0, 2500.0), (0.0, 4000.0)]
     with rasterio.open(path) as src:
         win = Window(10, 0, 50, 40)
@@ -103,7 +83,7 @@ def test_valid_pixels_are_gdals_mask(tmp_path, dtype: str, nodata, extra) -> Non
     data = (rng.random((3, 30, 40)) * 100).astype(dtype)
     if nodata is not None:
         data[0, 5:9, 2:30] = nodata
-    path = _write(tmp_path / "v.tif", data, nodata=nodata, **extra)
+    path = write_array(tmp_path / "v.tif", data, nodata=nodata, **extra)
     with rasterio.open(path) as src:
         win = Window(1, 2, 35, 25)
         got = valid_pixels(src, 1, src.read(1, window=win), win)
@@ -130,7 +110,7 @@ def test_band_window_is_read_rgb_window_before_the_stretch(tmp_path, dtype: str,
     data = rng.integers(-200, 250, (3, 40, 50)).astype(dtype)
     if nodata is not None:
         data[:, 5:9, 10:14] = nodata
-    path = _write(tmp_path / "o.tif", data, nodata=nodata)
+    path = write_array(tmp_path / "o.tif", data, nodata=nodata)
     stretch = [(-100.0, 200.0), (0.0, 240.0), (-50.0, 100.0)]
     with rasterio.open(path) as src:
         win = Window(5, 0, 45, 40)
