@@ -32,6 +32,7 @@ from rasterio import Affine
 from crownsam.common.vector import ID_COLUMN
 from crownsam.pseudolabel.masks import (
     LogitPatch,
+    RegionLogits,
     bbox,
     ceil_px,
     floor_px,
@@ -49,18 +50,23 @@ Region = tuple[int, int, int, int]
 
 def resolve_claims(
     claims: Sequence[np.ndarray],
-    values: Sequence[np.ndarray | float | LogitPatch],
+    values: Sequence[np.ndarray | float | LogitPatch | RegionLogits],
     regions: Sequence[Region],
     hw: tuple[int, int],
+    *,
+    boxes: Sequence[Region | None] | None = None,
+    pairs: Sequence[tuple[int, int]] | None = None,
 ) -> list[np.ndarray]:
     """Per-pixel winner among overlapping claims, in the order given (callers order by ``segment_id``).
 
     ``claims[i]`` is a boolean crop of ``regions[i]`` (``(r0, c0, r1, c1)`` in a frame of size ``hw``),
     ``values[i]`` the logits there: an array like the claim, one number for all its pixels, or the
-    :class:`LogitPatch` (frame coordinates) to upsample them from, only where the claim is contested. A pixel
-    goes to the highest value; on equal values the earlier claim keeps it. Returns the pixels each claim
-    won, as crops of its region: a claim that shares no pixel with another is returned as it is (the same
-    array, not a copy).
+    :class:`LogitPatch` (frame coordinates) to upsample them from, only where the claim is contested (or
+    the :class:`RegionLogits` that already hold them). A pixel goes to the highest value; on equal values
+    the earlier claim keeps it. Returns the pixels each claim won, as crops of its region: a claim that
+    shares no pixel with another is returned as it is (the same array, not a copy). What the caller
+    already knows need not be computed again: ``boxes[i]``, the :func:`bbox` of ``claims[i]`` (None:
+    unknown); ``pairs``, the claims' :func:`mask_overlaps` pairs.
 
     Only contested claims (sharing a pixel with another) are compared, in groups linked by shared
     pixels, and each only where its pixel box meets those of the claims it shares pixels with: a pixel's
@@ -68,19 +74,22 @@ def resolve_claims(
     outside those boxes is held by its claim alone, so the result is the same.
     """
     won = list(claims)
-    pairs, _ = mask_overlaps(claims, regions)
+    if pairs is None:
+        pairs, _ = mask_overlaps(claims, regions)
     if not pairs:
         return won
     # each contested claim's pixel box, frame coordinates
-    boxes: dict[int, Region] = {}
+    frame_boxes: dict[int, Region] = {}
     for i in {k for pair in pairs for k in pair}:
-        br0, bc0, br1, bc1 = cast("Region", bbox(claims[i]))  # a claim with a shared pixel has pixels
-        boxes[i] = (regions[i][0] + br0, regions[i][1] + bc0, regions[i][0] + br1, regions[i][1] + bc1)
+        known = boxes[i] if boxes is not None else None
+        # a claim with a shared pixel has pixels
+        br0, bc0, br1, bc1 = known if known is not None else cast("Region", bbox(claims[i]))
+        frame_boxes[i] = (regions[i][0] + br0, regions[i][1] + bc0, regions[i][0] + br1, regions[i][1] + bc1)
     # where each can share pixels: the union of its box's overlaps with its partners' boxes; outside it,
     # its pixels are its own
     near: dict[int, Region] = {}
     for p, q in pairs:
-        cut = _overlap(boxes[p], boxes[q])
+        cut = _overlap(frame_boxes[p], frame_boxes[q])
         for k in (p, q):
             near[k] = _union(near[k], cut) if k in near else cut
     for group in _linked(pairs):
@@ -92,7 +101,7 @@ def resolve_claims(
             claim = claims[i][_within(near[i], regions[i])]
             value = values[i]
             v: np.ndarray | np.float32
-            if isinstance(value, LogitPatch):
+            if isinstance(value, LogitPatch | RegionLogits):
                 v = value.upsample(near[i])
             elif isinstance(value, np.ndarray):
                 v = value[_within(near[i], regions[i])]

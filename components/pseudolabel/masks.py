@@ -3,8 +3,9 @@ vectorising."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import shapely.geometry
@@ -87,15 +88,33 @@ def _interp_matrix(lo: int, hi: int, in_size: int, out_size: int) -> tuple[torch
     return torch.from_numpy(mat), first, last
 
 
-def _taps(lo: int, hi: int, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The two input indices and the weight of the second for output rows ``lo..hi-1`` of the bilinear
-    (align_corners=False) resize, by :func:`_interp_matrix`'s rule: ``out = (1 - w) x in[i0] + w x in[i1]``
-    (weights float32)."""
+def _taps_of(lo: int, hi: int, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_taps`, computed."""
     dst = np.arange(lo, hi, dtype=np.float64)
     src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
     i0 = np.floor(src).astype(np.int64)
     i1 = np.minimum(i0 + 1, in_size - 1)
     return i0, i1, (src - i0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_taps` of every output row ``0..out_size-1`` (read-only: shared by all callers)."""
+    taps = _taps_of(0, out_size, in_size, out_size)
+    for a in taps:
+        a.flags.writeable = False
+    return taps
+
+
+def _taps(lo: int, hi: int, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two input indices and the weight of the second for output rows ``lo..hi-1`` of the bilinear
+    (align_corners=False) resize, by :func:`_interp_matrix`'s rule: ``out = (1 - w) x in[i0] + w x in[i1]``
+    (weights float32). Each row's taps are its own, so rows inside ``0..out_size`` are slices of the
+    whole axis's (:func:`_axis_taps`, computed once per size); read-only."""
+    if 0 <= lo <= hi <= out_size:
+        i0, i1, w = _axis_taps(in_size, out_size)
+        return i0[lo:hi], i1[lo:hi], w[lo:hi]
+    return _taps_of(lo, hi, in_size, out_size)
 
 
 def region_tuple(region: np.ndarray) -> tuple[int, int, int, int]:
@@ -214,26 +233,55 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 def _span(i0: np.ndarray, i1: np.ndarray, first: int, last: int) -> tuple[int, int]:
     """Positions ``[a, b)`` of the output rows whose taps ``i0``/``i1`` reach input rows ``first..last``
     (contiguous: both taps are non-decreasing in the output row); ``(0, 0)`` when none do."""
-    hit = np.flatnonzero((i1 >= first) & (i0 <= last))
-    return (int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, 0)
+    a, b = int(np.searchsorted(i1, first, "left")), int(np.searchsorted(i0, last, "right"))
+    return (a, b) if a < b else (0, 0)
+
+
+@dataclass(frozen=True)
+class RegionLogits:
+    """Full-resolution logits of a mask's region as :func:`region_mask_and_logits` computed them (window
+    rows ``r0..``, columns ``c0..``), so that they need not be upsampled again (exclusive labels compare
+    them where masks meet); anywhere else they come from ``patch``. The same values either way: each
+    interpolated pixel is computed from its own taps alone."""
+
+    data: np.ndarray  # float32, read-only
+    r0: int
+    c0: int
+    patch: LogitPatch
+
+    def upsample(self, region: tuple[int, int, int, int]) -> np.ndarray:
+        """:meth:`LogitPatch.upsample` of ``region`` (read-only where it is a view of ``data``)."""
+        r0, c0, r1, c1 = region
+        h, w = self.data.shape
+        if self.r0 <= r0 <= r1 <= self.r0 + h and self.c0 <= c0 <= c1 <= self.c0 + w:
+            return self.data[r0 - self.r0 : r1 - self.r0, c0 - self.c0 : c1 - self.c0]
+        return self.patch.upsample(region)
 
 
 def region_mask(patch: LogitPatch, region: tuple[int, int, int, int]) -> np.ndarray:
     """The mask (logits > 0) of ``region``, computed only where it can be True: an interpolated value is
     positive only if a cell it reads is, so the rows and columns that read no positive cell are False
     without interpolating them."""
+    return region_mask_and_logits(patch, region)[0]
+
+
+def region_mask_and_logits(
+    patch: LogitPatch, region: tuple[int, int, int, int]
+) -> tuple[np.ndarray, RegionLogits]:
+    """:func:`region_mask`, and the logits it interpolated (:class:`RegionLogits`)."""
     r0, c0, r1, c1 = region
     shape = (max(0, r1 - r0), max(0, c1 - c0))
     mask = np.zeros(shape, dtype=bool)
+    none = RegionLogits(np.zeros((0, 0), dtype=np.float32), r0, c0, patch)
     pos = patch.data > 0
     rows, cols = np.flatnonzero(pos.any(axis=1)), np.flatnonzero(pos.any(axis=0))
     if not rows.size or not shape[0] or not shape[1]:
-        return mask
+        return mask, none
     if patch.low_hw == patch.out_hw:  # full resolution: the rule is the identity
         a, b = max(r0, patch.r0 + int(rows[0])), min(r1, patch.r0 + int(rows[-1]) + 1)
         c, d = max(c0, patch.c0 + int(cols[0])), min(c1, patch.c0 + int(cols[-1]) + 1)
         if b <= a or d <= c:
-            return mask
+            return mask, none
         sub = patch.upsample((a, c, b, d))
     else:
         ty = _taps(r0, r1, patch.low_hw[0], patch.out_hw[0])
@@ -241,13 +289,14 @@ def region_mask(patch: LogitPatch, region: tuple[int, int, int, int]) -> np.ndar
         ya, yb = _span(ty[0], ty[1], patch.r0 + int(rows[0]), patch.r0 + int(rows[-1]))
         xa, xb = _span(tx[0], tx[1], patch.c0 + int(cols[0]), patch.c0 + int(cols[-1]))
         if yb <= ya or xb <= xa:
-            return mask
+            return mask, none
         a, b, c, d = r0 + ya, r0 + yb, c0 + xa, c0 + xb
         rows_taps = (ty[0][ya:yb], ty[1][ya:yb], ty[2][ya:yb])
         cols_taps = (tx[0][xa:xb], tx[1][xa:xb], tx[2][xa:xb])
         sub = patch._interpolate((a, c, b, d), rows_taps, cols_taps)
     np.greater(sub, 0, out=mask[a - r0 : b - r0, c - c0 : d - c0])
-    return mask
+    sub.flags.writeable = False
+    return mask, RegionLogits(sub, a, c, patch)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray | None:
@@ -255,22 +304,33 @@ def largest_component(mask: np.ndarray) -> np.ndarray | None:
     order comes first), or None if the mask is empty: ``mask`` itself when it is one component, else a new
     array. Labels only the mask's bounding box, and only when a row holds more than one run of pixels or
     two rows' runs do not touch."""
+    got = largest_component_box(mask)
+    return None if got is None else got[0]
+
+
+Box = tuple[int, int, int, int]
+
+
+def largest_component_box(mask: np.ndarray) -> tuple[np.ndarray, Box] | None:
+    """:func:`largest_component` and its :func:`bbox`, or None if the mask is empty."""
     box = bbox(mask)
     if box is None:
         return None
     r0, c0, r1, c1 = box
     if _one_run_per_row_connected(mask[r0:r1, c0:c1]):
-        return mask  # already one component (most masks): no labelling, no copy
+        return mask, box  # already one component (most masks): no labelling, no copy
     labels, n = ndimage.label(mask[r0:r1, c0:c1])
     if n == 1:
-        keep = labels == 1
+        keep, k = labels == 1, 1
     else:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
-        keep = labels == int(np.argmax(sizes))
+        k = int(np.argmax(sizes))
+        keep = labels == k
+    rows, cols = cast("tuple[slice, slice]", ndimage.find_objects(labels, max_label=k)[k - 1])
     out = np.zeros(mask.shape, dtype=bool)
     out[r0:r1, c0:c1] = keep
-    return out
+    return out, (r0 + rows.start, c0 + cols.start, r0 + rows.stop, c0 + cols.stop)
 
 
 def _one_run_per_row_connected(crop: np.ndarray) -> bool:

@@ -48,13 +48,13 @@ from crownsam.pseudolabel.exclusive import (
 )
 from crownsam.pseudolabel.fallback import fallback_reason, mask_vs_segment
 from crownsam.pseudolabel.masks import (
+    Box,
     LogitPatch,
-    bbox,
     clip_boxes,
-    largest_component,
+    largest_component_box,
     mask_to_polygon,
     neighbourhoods,
-    region_mask,
+    region_mask_and_logits,
     region_tuple,
     touches_border,
 )
@@ -350,9 +350,12 @@ def postprocess_window(
     pixel_area = abs(transform.determinant)
     n = len(inp.segment_ids)
     regions = [region_tuple(r) for r in inp.regions]
-    raw = [region_mask(pred.patches[i], regions[i]) for i in range(n)]
+    upsampled = [region_mask_and_logits(pred.patches[i], regions[i]) for i in range(n)]
+    raw = [m for m, _ in upsampled]
     pairs, shared = mask_overlaps(raw, inp.regions)
-    lcc = [largest_component(m) for m in raw]
+    comps = [largest_component_box(m) for m in raw]
+    lcc = [c[0] if c is not None else None for c in comps]
+    boxes: list[Box | None] = [c[1] if c is not None else None for c in comps]  # of ``final``, below
     seg_px = inside_regions(inp.segments_px, regions)
     source, reason, ratio, iou = [], [], [], []
     for i in range(n):
@@ -371,13 +374,21 @@ def postprocess_window(
         for i in order:
             mask = seg_px[i] if source[i] == "coarse" else lcc[i]
             claims.append(mask if mask is not None else np.zeros_like(raw[i]))
-        values = [-np.inf if source[i] == "coarse" else pred.patches[i] for i in order]
-        won = resolve_claims(claims, values, [regions[i] for i in order], (w.height, w.width))
+        values = [-np.inf if source[i] == "coarse" else upsampled[i][1] for i in order]
+        known = [boxes[i] if source[i] == "sam2" else None for i in order]
+        # the claims are the masks (each its own largest component, none fell back): their pairs are known
+        same = all(c is raw[i] for i, c in zip(order, claims, strict=True))
+        at = {i: k for k, i in enumerate(order)}
+        claim_pairs = sorted((min(at[a], at[b]), max(at[a], at[b])) for a, b in pairs) if same else None
+        won = resolve_claims(
+            claims, values, [regions[i] for i in order], (w.height, w.width), boxes=known, pairs=claim_pairs
+        )
         for i, c, got in zip(order, claims, won, strict=True):
             if got is c and source[i] == "sam2":  # uncontested: still the mask's largest component
                 continue
             reassigned += int(np.count_nonzero(c)) - int(np.count_nonzero(got))
-            final[i] = largest_component(got)
+            comp = largest_component_box(got)
+            final[i], boxes[i] = comp if comp is not None else (None, None)
     t2 = time.perf_counter()
     result = WindowResult(key=w.key, prompts=n)
     for i, sid in enumerate(inp.segment_ids):
@@ -388,7 +399,7 @@ def postprocess_window(
             geom, npx, cut = inp.segments[i], round(inp.segments[i].area / pixel_area), False
         elif mask is not None:
             t = transform @ Affine.translation(w.col_off + c0, w.row_off + r0)
-            pixel_box = bbox(mask)
+            pixel_box = boxes[i]
             geom = mask_to_polygon(mask, t, pixel_box)
             npx, cut = int(np.count_nonzero(mask)), touches_border(mask)
         if geom is None:

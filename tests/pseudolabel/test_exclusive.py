@@ -3,7 +3,8 @@
 import numpy as np
 
 from crownsam.pseudolabel.exclusive import contested_regions, resolve_claims
-from crownsam.pseudolabel.masks import LogitPatch
+from crownsam.pseudolabel.masks import LogitPatch, RegionLogits, bbox, region_mask_and_logits
+from crownsam.pseudolabel.overlap import mask_overlaps
 
 
 def test_highest_logit_wins_ties_go_to_the_earlier_claim() -> None:
@@ -48,6 +49,7 @@ def test_grouped_resolution_equals_the_whole_frame_rule() -> None:
     claim comes back as the same array."""
     rng = np.random.default_rng(7)
     hw = (120, 140)
+    contested = 0
     for _ in range(30):
         claims, values, regions = [], [], []
         for _ in range(int(rng.integers(2, 12))):
@@ -55,7 +57,7 @@ def test_grouped_resolution_equals_the_whole_frame_rule() -> None:
             r1, c1 = min(hw[0], r0 + int(rng.integers(3, 30))), min(hw[1], c0 + int(rng.integers(3, 30)))
             claims.append(rng.random((r1 - r0, c1 - c0)) < 0.7)
             regions.append((r0, c0, r1, c1))
-            kind = rng.integers(0, 5)
+            kind = rng.integers(0, 6)
             low = np.round(rng.normal(0, 1, (hw[0] // 4, hw[1] // 4)), 1).astype(np.float32)
             values.append(
                 -np.inf
@@ -70,16 +72,30 @@ def test_grouped_resolution_equals_the_whole_frame_rule() -> None:
                 else LogitPatch.from_map(
                     np.round(rng.normal(0, 1, hw), 1).astype(np.float32), hw, (r0, c0, r1, c1)
                 )
+                if kind == 4
+                # the logits that computing the mask upsampled already (the rest from their patch)
+                else region_mask_and_logits(LogitPatch.from_map(low, hw, (r0, c0, r1, c1)), (r0, c0, r1, c1))[
+                    1
+                ]
             )
         got = resolve_claims(claims, values, regions, hw)
         arrays = [
-            v.upsample(r) if isinstance(v, LogitPatch) else v for v, r in zip(values, regions, strict=True)
+            v.upsample(r) if isinstance(v, LogitPatch | RegionLogits) else v
+            for v, r in zip(values, regions, strict=True)
         ]
         want = _resolve_brute_force(claims, arrays, regions, hw)
         for g, w, c in zip(got, want, claims, strict=True):
             np.testing.assert_array_equal(g, w)
             if g is c:
                 assert w.sum() == c.sum()
+        # what the caller knows (boxes, some unknown; pairs) gives the same
+        boxes = [bbox(c) if k % 2 else None for k, c in enumerate(claims)]
+        pairs = mask_overlaps(claims, regions)[0]
+        known = resolve_claims(claims, values, regions, hw, boxes=boxes, pairs=pairs)
+        for g, k in zip(got, known, strict=True):
+            np.testing.assert_array_equal(g, k)
+        contested += bool(pairs)
+    assert contested > 20
 
 
 def test_inside_regions_equal_one_gdal_call_per_geometry() -> None:

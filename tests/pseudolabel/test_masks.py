@@ -267,3 +267,69 @@ def test_largest_component_of_masks_with_one_run_per_row() -> None:
     assert as_is > 30 and labelled > 30
     stairs = np.eye(5, dtype=bool)  # one run per row, meeting only diagonally: five components
     assert largest_component(stairs).sum() == 1
+
+
+def test_taps_of_any_rows_are_slices_of_the_whole_axis() -> None:
+    """The cached taps (slices of the whole axis's, read-only) equal the taps computed for those rows
+    alone, inside the axis and beyond it."""
+    from crownsam.pseudolabel.masks import _taps, _taps_of
+
+    rng = np.random.default_rng(11)
+    for in_size, out_size in [(256, 1024), (256, 700), (64, 64), (300, 1024)]:
+        for lo, hi in [(0, out_size), (out_size, out_size), (-3, 5), (out_size - 2, out_size + 4)] + [
+            tuple(sorted(int(v) for v in rng.integers(0, out_size + 1, 2))) for _ in range(20)
+        ]:
+            for got, want in zip(
+                _taps(lo, hi, in_size, out_size), _taps_of(lo, hi, in_size, out_size), strict=True
+            ):
+                np.testing.assert_array_equal(got, want)
+                assert got.dtype == want.dtype
+    i0, _, w = _taps(0, 10, 256, 1024)
+    assert not i0.flags.writeable and not w.flags.writeable
+
+
+def test_region_logits_are_the_upsampled_logits() -> None:
+    """The logits that ``region_mask_and_logits`` keeps equal the patch's own upsampling bit for bit,
+    inside what it interpolated and (from the patch) outside it; its mask is ``region_mask``'s."""
+    from crownsam.pseudolabel.masks import region_mask, region_mask_and_logits
+
+    rng = np.random.default_rng(12)
+    low = -1.0 - np.abs(rng.normal(0.0, 1.0, (256, 256))).astype(np.float32)
+    low[100:130, 60:90] += rng.uniform(0.0, 4.0, (30, 30)).astype(np.float32)
+    ident = LogitPatch(rng.normal(0.0, 1.0, (40, 50)).astype(np.float32), 10, 20, (100, 100), (100, 100))
+    cases = [
+        (LogitPatch.from_map(low, (1024, 1024), r), r) for r in [(360, 200, 560, 420), (0, 0, 1024, 1024)]
+    ]
+    for patch, region in [*cases, (ident, (12, 25, 45, 60))]:
+        mask, logits = region_mask_and_logits(patch, region)
+        np.testing.assert_array_equal(mask, region_mask(patch, region))
+        h, w = logits.data.shape
+        assert h and w and not logits.data.flags.writeable
+        inside = (logits.r0, logits.c0, logits.r0 + h, logits.c0 + w)
+        r0, c0, r1, c1 = inside
+        for sub in [inside, (r0 + 1, c0 + 2, r1 - 3, c1 - 1), (r0, c0, r0 + 1, c0 + 1)]:
+            np.testing.assert_array_equal(logits.upsample(sub), patch.upsample(sub))
+        beyond = (max(region[0], r0 - 2), c0, r1, c1)  # reaches past what was interpolated: the patch's
+        np.testing.assert_array_equal(logits.upsample(beyond), patch.upsample(beyond))
+        # every mask pixel lies in what was interpolated
+        np.testing.assert_array_equal(
+            mask[r0 - region[0] : r1 - region[0], c0 - region[1] : c1 - region[1]].sum(), mask.sum()
+        )
+
+
+def test_largest_component_box_is_the_components_bbox() -> None:
+    """``largest_component_box`` gives ``largest_component`` and that component's bbox, whether the mask
+    is one component or is labelled."""
+    from crownsam.pseudolabel.masks import bbox, largest_component_box
+
+    labelled = 0
+    for m in _random_components(150, seed=13):
+        big = np.pad(m, ((3, 5), (7, 2)))
+        big[0, 0] = True  # a second, one-pixel component
+        for mask in (m, big):
+            comp, box = largest_component_box(mask)
+            np.testing.assert_array_equal(comp, largest_component(mask))
+            assert box == bbox(comp)
+            labelled += comp is not mask
+    assert labelled >= 150
+    assert largest_component_box(np.zeros((3, 4), bool)) is None
