@@ -18,6 +18,7 @@ and unsharded runs give identical labels.
 from __future__ import annotations
 
 import base64
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -396,13 +397,14 @@ def geojson(geom: shapely.Geometry) -> dict:
 def inside_regions(
     geoms_px: Sequence[shapely.Geometry | None] | np.ndarray, regions: Sequence[Region]
 ) -> list[np.ndarray]:
-    """:func:`inside_region` of each geometry in its own region, with fewer GDAL calls: geometries whose
-    bounding boxes (grown by a pixel) do not meet are burned together, each with its own value, into
-    the bounding box of their regions, and each is read back in its own region. The same pixels: a
-    pixel burns only where its centre lies in the geometry, inside its box, so no two geometries of a
-    group burn the same pixel."""
+    """:func:`inside_region` of each geometry in its own region, with fewer GDAL calls on fewer pixels:
+    geometries whose bounding boxes (grown by a pixel) do not meet are burned together, each with its own
+    value, into the bounding box of their boxes, and each is read back in its own region. The same
+    pixels: a pixel burns only where its centre lies in the geometry, inside its box, so no two
+    geometries of a group burn the same pixel, and none outside its box."""
     out = [np.zeros((max(0, r1 - r0), max(0, c1 - c0)), dtype=bool) for r0, c0, r1, c1 in regions]
     boxes: list[tuple[float, float, float, float]] = []
+    extents: dict[int, Region] = {}  # each geometry's box in whole pixels, within its region
     groups: list[list[int]] = []
     for i, (g, (r0, c0, r1, c1)) in enumerate(zip(geoms_px, regions, strict=True)):
         boxes.append((0.0, 0.0, 0.0, 0.0))
@@ -410,6 +412,15 @@ def inside_regions(
             continue
         x0, y0, x1, y1 = g.bounds
         boxes[i] = b = (x0 - 1, y0 - 1, x1 + 1, y1 + 1)
+        e = (
+            max(r0, math.floor(b[1])),
+            max(c0, math.floor(b[0])),
+            min(r1, math.ceil(b[3])),
+            min(c1, math.ceil(b[2])),
+        )
+        if e[2] <= e[0] or e[3] <= e[1]:  # no pixel of the region is near it
+            continue
+        extents[i] = e
         for group in groups:
             if all(
                 b[2] < boxes[j][0] or boxes[j][2] < b[0] or b[3] < boxes[j][1] or boxes[j][3] < b[1]
@@ -420,9 +431,9 @@ def inside_regions(
         else:
             groups.append([i])
     for group in groups:
-        reg = np.asarray([regions[i] for i in group], dtype=np.int64).reshape(-1, 4)
-        fr0, fc0 = int(reg[:, 0].min()), int(reg[:, 1].min())
-        shape = (int(reg[:, 2].max()) - fr0, int(reg[:, 3].max()) - fc0)
+        ext = np.asarray([extents[i] for i in group], dtype=np.int64).reshape(-1, 4)
+        fr0, fc0 = int(ext[:, 0].min()), int(ext[:, 1].min())
+        shape = (int(ext[:, 2].max()) - fr0, int(ext[:, 3].max()) - fc0)
         burned = rasterio.features.rasterize(
             [(geojson(geoms_px[i]), k + 1) for k, i in enumerate(group)],
             out_shape=shape,
@@ -431,6 +442,9 @@ def inside_regions(
             dtype="uint16" if len(group) >= 255 else "uint8",
         )
         for k, i in enumerate(group):
-            r0, c0, r1, c1 = regions[i]
-            out[i] = burned[r0 - fr0 : r1 - fr0, c0 - fc0 : c1 - fc0] == k + 1
+            r0, c0, _, _ = regions[i]
+            e0, e1, e2, e3 = extents[i]
+            out[i][e0 - r0 : e2 - r0, e1 - c0 : e3 - c0] = (
+                burned[e0 - fr0 : e2 - fr0, e1 - fc0 : e3 - fc0] == k + 1
+            )
     return out

@@ -123,6 +123,24 @@ def test_inside_regions_equal_one_gdal_call_per_geometry() -> None:
     got = inside_regions(geoms, regions)
     for g, r, m in zip(geoms, regions, got, strict=True):
         np.testing.assert_array_equal(m, inside_region(g, r))
+    # regions that cut their geometries (and some that miss them), boxes with edges on whole pixels
+    geoms += [shapely.box(100, 100, 130, 121), shapely.box(131, 100, 150.5, 121.5)]
+    cut = []
+    for g in geoms:
+        x0, y0, x1, y1 = g.bounds if g is not None else (0, 0, 1, 1)
+        r0, c0 = int(rng.integers(int(y0) - 20, int(y1) + 2)), int(rng.integers(int(x0) - 20, int(x1) + 2))
+        cut.append(
+            (
+                max(r0, 0),
+                max(c0, 0),
+                max(r0, 0) + int(rng.integers(0, 40)),
+                max(c0, 0) + int(rng.integers(0, 40)),
+            )
+        )
+    got = inside_regions(geoms, cut)
+    for g, r, m in zip(geoms, cut, got, strict=True):
+        np.testing.assert_array_equal(m, inside_region(g, r) if g is not None else np.zeros_like(m))
+    assert sum(int(m.any()) for m in got) > 20
 
 
 def test_geojson_is_shapelys_mapping() -> None:
