@@ -386,7 +386,10 @@ def postprocess_window(
         for i, c, got in zip(order, claims, won, strict=True):
             if got is c and source[i] == "sam2":  # uncontested: still the mask's largest component
                 continue
-            reassigned += int(np.count_nonzero(c)) - int(np.count_nonzero(got))
+            lost = int(np.count_nonzero(c)) - int(np.count_nonzero(got))  # ``got`` is part of ``c``
+            reassigned += lost
+            if not lost and source[i] == "sam2":  # it won every pixel it shares: as uncontested
+                continue
             comp = largest_component_box(got)
             final[i], boxes[i] = comp if comp is not None else (None, None)
     t2 = time.perf_counter()
