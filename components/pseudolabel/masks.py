@@ -370,16 +370,24 @@ def _columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return x[starts], y[starts], y[ends] + 1
 
 
-def _pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Start ``(x, y)`` and end ``(x, y)`` grid corners of the maximal straight pieces of the outline of a
-    boolean mask's pixels, each directed with the mask on its right (y down: clockwise around the mask)."""
+def _padded(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with a row or column of False on every side."""
     h, w = mask.shape
     p = np.zeros((h + 2, w + 2), dtype=bool)
     p[1:-1, 1:-1] = mask
+    return p
+
+
+def _pieces(
+    p: np.ndarray, runs: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Start ``(x, y)`` and end ``(x, y)`` grid corners of the maximal straight pieces of the outline of a
+    boolean mask's pixels, each directed with the mask on its right (y down: clockwise around the mask).
+    ``p``: the mask :func:`_padded`; ``runs``: the :func:`_runs` of its rows (``p[1:-1]``)."""
     above, below = p[:-1], p[1:]  # rows y-1 and y of the horizontal grid line y
     ty, t0, t1 = _runs(below > above)  # top edges of mask pixels: +x
     by, b0, b1 = _runs(above > below)  # bottom edges: -x
-    row, first, end = _runs(p[1:-1])  # the mask's runs: a left edge where one starts, a right where it ends
+    row, first, end = runs  # the mask's runs: a left edge where one starts, a right where it ends
     lx, l0, l1 = _columns(first, row)  # left edges: -y
     rx, r0, r1 = _columns(end, row)  # right edges: +y
     sx, sy = np.concatenate([t0, b1, lx, rx]), np.concatenate([ty, by, l1, r0])
@@ -439,6 +447,23 @@ def _rings(sx: np.ndarray, sy: np.ndarray, ex: np.ndarray, ey: np.ndarray, width
     return rings
 
 
+def _staircase(first: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The corners ``(x, y)`` of the outline of a mask with one run of pixels per row, ``first[r]`` to
+    ``end[r]`` (exclusive) in row ``r``, each run sharing a column with the next (one simply connected
+    component): in :func:`_rings`' order, from the first row's top-left corner, clockwise (y down), one
+    vertex where the outline turns."""
+    # every row boundary on each side: down the right ends, then up the first columns
+    k = (np.arange(2 * len(first)) + 1) // 2  # 0, 1, 1, 2, 2, ...: the rows the right side passes
+    left = np.repeat(first, 2)[::-1]
+    x = np.concatenate([first[:1], np.repeat(end, 2), left[:-1]])
+    y = np.concatenate([k[:1], k, k[:0:-1]])
+    # a point between two on its vertical or horizontal line is not a corner (rows with equal ends give
+    # such points twice: both go)
+    xs, ys = np.concatenate([x[-1:], x, x[:1]]), np.concatenate([y[-1:], y, y[:1]])  # cyclic neighbours
+    straight = ((xs[:-2] == x) & (x == xs[2:])) | ((ys[:-2] == y) & (y == ys[2:]))
+    return x[~straight], y[~straight]
+
+
 def mask_to_polygon(
     mask: np.ndarray, transform: Affine, box: tuple[int, int, int, int] | None = None
 ) -> shapely.geometry.Polygon:
@@ -451,8 +476,27 @@ def mask_to_polygon(
     if box is None:
         raise ValueError("expected one connected component, got 0")
     r0, c0, r1, c1 = box
-    sx, sy, ex, ey = _pieces(np.asarray(mask[r0:r1, c0:c1], dtype=bool))
-    rings = _rings(sx, sy, ex, ey, c1 - c0)
+    p = _padded(np.asarray(mask[r0:r1, c0:c1], dtype=bool))
+    runs = _runs(p[1:-1])
+    _, first, end = runs
+    if len(first) == r1 - r0 and bool(np.all((first[1:] < end[:-1]) & (first[:-1] < end[1:]))):
+        # one run per row, each sharing a column with the next (most masks): the outline is a staircase
+        sx, sy = _staircase(first, end)
+        x, y = (sx + c0).astype(np.float64), (sy + r0).astype(np.float64)
+        idx = np.append(np.arange(len(x)), 0)
+        gx = transform.a * x + transform.b * y + transform.c
+        gy = transform.d * x + transform.e * y + transform.f
+        return shapely.geometry.Polygon(np.stack([gx[idx], gy[idx]], axis=1))
+    return _traced_polygon(p, runs, transform, r0, c0)
+
+
+def _traced_polygon(
+    p: np.ndarray, runs: tuple[np.ndarray, np.ndarray, np.ndarray], transform: Affine, r0: int, c0: int
+) -> shapely.geometry.Polygon:
+    """:func:`mask_to_polygon` of any one component, from its :func:`_pieces` linked by :func:`_rings`
+    (``p``: the mask cropped to its box at ``(r0, c0)``, :func:`_padded`; ``runs``: its rows' runs)."""
+    sx, sy, ex, ey = _pieces(p, runs)
+    rings = _rings(sx, sy, ex, ey, p.shape[1] - 2)
     x, y = (sx + c0).astype(np.float64), (sy + r0).astype(np.float64)
     gx = transform.a * x + transform.b * y + transform.c
     gy = transform.d * x + transform.e * y + transform.f

@@ -333,3 +333,30 @@ def test_largest_component_box_is_the_components_bbox() -> None:
             labelled += comp is not mask
     assert labelled >= 150
     assert largest_component_box(np.zeros((3, 4), bool)) is None
+
+
+def test_staircase_outline_is_the_traced_one() -> None:
+    """Masks with one run per row sharing a column with the next are vectorised from their runs: the
+    same vertices, in the same order, as the general tracer (and GDAL's point set)."""
+    from crownsam.pseudolabel.masks import _padded, _runs, _traced_polygon
+
+    rng = np.random.default_rng(14)
+    t = Affine(0.025, 0, 385000.0, 0, -0.025, 6672000.0)
+    fast = 0
+    for _ in range(400):
+        h = int(rng.integers(1, 30))
+        first = np.cumsum(rng.integers(-3, 4, h)) + 20
+        end = np.maximum(first + rng.integers(1, 9, h), np.r_[first[1:], 0] + 1)
+        m = np.zeros((h + 3, 70), bool)
+        for r in range(h):
+            m[r + 2, first[r] : end[r]] = True
+        if largest_component(m) is not m:  # rows that do not touch: not this case
+            continue
+        fast += 1
+        r0, c0 = 2, int(first.min())
+        p = _padded(m[r0 : r0 + h, c0 : int(end.max())])
+        want = _traced_polygon(p, _runs(p[1:-1]), t, r0, c0)
+        got = mask_to_polygon(m, t)
+        np.testing.assert_array_equal(shapely.get_coordinates(got), shapely.get_coordinates(want))
+        assert got.equals(_gdal_polygon(m, t))
+    assert fast > 100
