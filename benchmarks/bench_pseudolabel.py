@@ -22,13 +22,15 @@ replaced by :class:`SimulatedModel`, which holds for E ms per image embedding an
 (``time.sleep`` releases the GIL as a wait for CUDA does) and answers each box with the box itself. For
 each E,D it runs the default pseudolabel settings over the demo scene and over a ``--mosaic`` x
 ``--mosaic`` mosaic of it, with the old sequential loop (``--workers 0``) and the window pipeline
-(``--workers`` of the task's CPUs), one right after the other, and prints the model-busy share (time the
-stand-in holds / wall time), windows/s, the CPU time of the model's thread per window (its own host
-work: what caps the busy share however many cores the other stages get), whether both loops gave
-identical labels, and peak RSS (the planning's included: its seconds are ``plan_s``, the scene-wide
-stretch and the window plan). The pipeline's worker processes are started before its clock starts, as
-``crownsam pseudolabel`` starts them while SAM2 loads; the seconds that took are printed too
-(``pipeline_worker_start_s``: about 1-2 s for the first run, which starts the forkserver).
+(``--workers`` of the task's CPUs), in turn, ``--repeat`` times each (default 3: this shared machine's
+speed drifts by 10-30 % within minutes), and prints for the median run of each loop the model-busy
+share (time the stand-in holds / wall time), windows/s, the CPU time of the model's thread per window
+(its own host work: what caps the busy share however many cores the other stages get), every pipeline
+run's busy share (``pipeline_busy_share_runs``), whether all runs gave identical labels, and peak RSS
+(the planning's included: its seconds are ``plan_s``, the scene-wide stretch and the window plan). The
+pipeline's worker processes are started before its clock starts, as ``crownsam pseudolabel`` starts
+them while SAM2 loads; the seconds that took are printed too (``pipeline_worker_start_s``: about 1-2 s
+for the first run, which starts the forkserver).
 """
 
 from __future__ import annotations
@@ -204,6 +206,14 @@ def pd_concat(parts: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def positive(text: str) -> int:
+    """An integer of at least 1 (argparse type)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
     """The model-busy figures (see the module docstring)."""
     workers = a.workers if a.workers is not None else task_cpus()
@@ -232,25 +242,34 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
             labels = []
             row: dict = {"scene": name, "plan_s": plan_s, "windows": len(plan.windows), "E_ms": embed_ms}
             row["D_ms"] = batch_ms
-            for mode, loop in (("sequential", WindowLoopParams(workers=0)), ("pipeline", None)):
-                loop = loop or WindowLoopParams(workers=workers, window_batch=1)
-                if mode == "pipeline":  # as `crownsam pseudolabel` does while SAM2 loads
-                    t0 = time.perf_counter()
-                    start_workers(loop.settings(), wait=True)
-                    row["pipeline_worker_start_s"] = round(time.perf_counter() - t0, 2)
-                model = SimulatedModel(embed_ms, batch_ms)
-                t0, c0 = time.perf_counter(), time.thread_time()
-                run = pseudolabel_plan(plan, segments, model, params=params, progress=False, loop=loop)
-                wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-                row[f"{mode}_busy_share"] = round(model.busy_seconds / wall, 3)
+            runs: dict[str, list[tuple[float, float, float]]] = {"sequential": [], "pipeline": []}
+            for _ in range(a.repeat):  # the two loops in turn, so that the machine's drift hits both alike
+                for mode, loop in (("sequential", WindowLoopParams(workers=0)), ("pipeline", None)):
+                    loop = loop or WindowLoopParams(workers=workers, window_batch=1)
+                    if mode == "pipeline":  # as `crownsam pseudolabel` does while SAM2 loads
+                        t0 = time.perf_counter()
+                        start_workers(loop.settings(), wait=True)
+                        row.setdefault("pipeline_worker_start_s", round(time.perf_counter() - t0, 2))
+                    model = SimulatedModel(embed_ms, batch_ms)
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    run = pseudolabel_plan(plan, segments, model, params=params, progress=False, loop=loop)
+                    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                    runs[mode].append((model.busy_seconds / wall, wall, cpu))
+                    labels.append(run.labels)
+            for mode, got in runs.items():  # the median run by busy share
+                busy, wall, cpu = sorted(got)[len(got) // 2]
+                row[f"{mode}_busy_share"] = round(busy, 3)
                 row[f"{mode}_windows_per_s"] = round(len(plan.windows) / wall, 2)
                 # CPU time of the model's thread per window: its own host work, load-independent
                 row[f"{mode}_model_thread_cpu_ms_per_window"] = round(1000 * cpu / len(plan.windows), 1)
-                labels.append(run.labels)
-            same = len(labels[0]) == len(labels[1]) and all(
-                g.equals_exact(h, 0) for g, h in zip(labels[0].geometry, labels[1].geometry, strict=True)
+            row["pipeline_busy_share_runs"] = "/".join(f"{b:.3f}" for b, _, _ in runs["pipeline"])
+            same = all(
+                len(labels[0]) == len(other)
+                and labels[0]["segment_id"].equals(other["segment_id"])
+                and all(g.equals_exact(h, 0) for g, h in zip(labels[0].geometry, other.geometry, strict=True))
+                for other in labels[1:]
             )
-            row["identical_labels"] = bool(same and labels[0]["segment_id"].equals(labels[1]["segment_id"]))
+            row["identical_labels"] = bool(same)
             row["peak_rss_mib"] = round(peak_rss_mib(), 1)
             # the largest finished child: the scene generator, or a worker process of an earlier run
             row["peak_rss_largest_child_mib"] = round(
@@ -292,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--mosaic", type=int, default=4, help="with --simulate-model-ms: also an N x N mosaic")
     ap.add_argument("--workers", type=int, help="pipeline workers (default: the task's CPUs)")
+    ap.add_argument(
+        "--repeat",
+        type=positive,
+        default=3,
+        help="with --simulate-model-ms: runs of each loop, in turn; the median run is reported "
+        "(of an even number, the upper one)",
+    )
     a = ap.parse_args(argv)
 
     scene_dir = Path(a.scene_dir) / f"s{a.size}-seed{a.seed}"
