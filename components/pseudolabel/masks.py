@@ -340,7 +340,13 @@ def _one_run_per_row_connected(crop: np.ndarray) -> bool:
     h, w = crop.shape
     padded = np.zeros((h, w + 2), dtype=bool)
     padded[:, 1:-1] = crop
-    line, first, end = _runs(padded)
+    return _staircase_runs(_runs(padded), h)
+
+
+def _staircase_runs(runs: tuple[np.ndarray, np.ndarray, np.ndarray], h: int) -> bool:
+    """Whether the :func:`_runs` of the ``h`` rows of a mask cropped to its bounding box are one per row,
+    each sharing a column with the next row's (:func:`_one_run_per_row_connected`)."""
+    line, first, end = runs
     if len(line) != h:  # some row has more than one run (every row of the box has one at least)
         return False
     return bool(np.all((first[1:] < end[:-1]) & (first[:-1] < end[1:])))
@@ -478,16 +484,18 @@ def mask_to_polygon(
     r0, c0, r1, c1 = box
     p = _padded(np.asarray(mask[r0:r1, c0:c1], dtype=bool))
     runs = _runs(p[1:-1])
-    _, first, end = runs
-    if len(first) == r1 - r0 and bool(np.all((first[1:] < end[:-1]) & (first[:-1] < end[1:]))):
-        # one run per row, each sharing a column with the next (most masks): the outline is a staircase
-        sx, sy = _staircase(first, end)
-        x, y = (sx + c0).astype(np.float64), (sy + r0).astype(np.float64)
-        idx = np.append(np.arange(len(x)), 0)
-        gx = transform.a * x + transform.b * y + transform.c
-        gy = transform.d * x + transform.e * y + transform.f
+    if _staircase_runs(runs, r1 - r0):  # most masks: the outline is a staircase
+        sx, sy = _staircase(runs[1], runs[2])
+        gx, gy = _georeferenced(sx + c0, sy + r0, transform)
+        idx = np.append(np.arange(len(gx)), 0)
         return shapely.geometry.Polygon(np.stack([gx[idx], gy[idx]], axis=1))
     return _traced_polygon(p, runs, transform, r0, c0)
+
+
+def _georeferenced(x: np.ndarray, y: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel corners ``(x, y)`` through ``transform`` (float64)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    return transform.a * x + transform.b * y + transform.c, transform.d * x + transform.e * y + transform.f
 
 
 def _traced_polygon(
@@ -498,8 +506,7 @@ def _traced_polygon(
     sx, sy, ex, ey = _pieces(p, runs)
     rings = _rings(sx, sy, ex, ey, p.shape[1] - 2)
     x, y = (sx + c0).astype(np.float64), (sy + r0).astype(np.float64)
-    gx = transform.a * x + transform.b * y + transform.c
-    gy = transform.d * x + transform.e * y + transform.f
+    gx, gy = _georeferenced(x, y, transform)
     shells: list[np.ndarray] = []
     holes: list[np.ndarray] = []
     for ring in rings:
