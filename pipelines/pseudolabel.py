@@ -10,7 +10,9 @@ from crownsam.tiling.component import tile_op
 # Resources per task on a cluster (ignored by the local runner).
 GPU_ACCELERATOR = "nvidia-tesla-t4"
 # CPUs of a pseudolabel (GPU) task: its CPU request, and its window pipeline's worker processes
-# (``--workers``), so that post-processing keeps up with the GPU without oversubscribing the node.
+# (``--workers``), so that post-processing keeps up with the GPU without oversubscribing the node. The
+# host's work is 28-35 ms of CPU per 1024 px window (benchmarks/bench_pseudolabel.py, which prints the
+# CPUs a busy share needs): keeping a 10 ms encoder (hiera tiny) 85 % busy takes about 3 CPUs.
 GPU_TASK_CPUS = 4
 
 

@@ -85,3 +85,48 @@ def test_busy_time_is_the_nominal_hold() -> None:
         model.predict(PromptBatch(boxes=np.array([[0.0, 0.0, 8.0, 8.0]])), np.array([[0, 0, 16, 16]]))
     assert model.busy_seconds == pytest.approx(3 * 0.005)
     assert model.forward_seconds >= model.busy_seconds
+
+
+def test_machine_busy_seconds_reads_the_busy_fields(tmp_path: Path) -> None:
+    """user + nice + system + irq + softirq of the first line, in seconds; idle, I/O wait and steal are
+    not busy; a file without that line gives None."""
+    import os
+
+    from bench_pseudolabel import machine_busy_seconds
+
+    hz = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 20 30 5000 70 4 6 900 0 0\ncpu0 50 10 15 2500 35 2 3 450 0 0\n")
+    assert machine_busy_seconds(str(stat)) == pytest.approx(160 / hz)
+    stat.write_text("intr 1 2 3\n")
+    assert machine_busy_seconds(str(stat)) is None
+    assert machine_busy_seconds(str(tmp_path / "missing")) is None
+
+
+def test_machine_busy_seconds_counts_this_process_cpu() -> None:
+    """On this machine, burning CPU in this process moves the figure by at least that much (less 10 ms of
+    tick granularity)."""
+    import time
+
+    from bench_pseudolabel import machine_busy_seconds
+
+    before = machine_busy_seconds()
+    if before is None:
+        pytest.skip("no /proc/stat here")
+    c0 = time.process_time()
+    while time.process_time() - c0 < 0.3:
+        sum(i * i for i in range(1000))
+    burned = time.process_time() - c0
+    after = machine_busy_seconds()
+    assert after is not None and after - before >= burned - 0.02
+
+
+def test_cpus_for_share() -> None:
+    """0.6 of 10 ms of model time per window, with 36 ms of host CPU per window, needs 2.16 CPUs; no model
+    time is refused."""
+    from bench_pseudolabel import cpus_for_share
+
+    assert cpus_for_share(0.6, 36.0, 10.0) == pytest.approx(2.16)
+    assert cpus_for_share(0.85, 30.0, 25.0) == pytest.approx(1.02)
+    with pytest.raises(ValueError, match="positive"):
+        cpus_for_share(0.6, 36.0, 0.0)
