@@ -27,7 +27,8 @@ speed drifts by 10-30 % within minutes), and prints for the median run of each l
 share (time the stand-in holds / wall time), windows/s, the CPU time of the model's thread per window
 (its own host work: what caps the busy share however many cores the other stages get), the whole
 machine's CPU time per window (``*_machine_cpu_ms_per_window``, from ``/proc/stat``: every stage's host
-work, the pipeline's own costs, and anything else running at the time), every pipeline run's busy share
+work, the pipeline's own costs, and anything else running at the time), the stand-in's busy time per
+window (``*_model_ms_per_window``: E plus D per box batch), every pipeline run's busy share
 (``pipeline_busy_share_runs``), whether all runs gave identical labels, and peak RSS
 (the planning's included: its seconds are ``plan_s``, the scene-wide stretch and the window plan). The
 pipeline's worker processes are started before its clock starts, as ``crownsam pseudolabel`` starts
@@ -82,7 +83,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-Run = tuple[float, float, float, float | None]  # busy share, wall s, model thread CPU s, machine CPU s
+# one run: busy share, wall s, the model thread's CPU s, the whole machine's CPU s (or None), model busy s
+Run = tuple[float, float, float, float | None, float]
 
 
 def machine_busy_seconds(stat: str = "/proc/stat") -> float | None:
@@ -274,9 +276,7 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
             labels = []
             row: dict = {"scene": name, "plan_s": plan_s, "windows": len(plan.windows), "E_ms": embed_ms}
             row["D_ms"] = batch_ms
-            # per run: busy share, wall s, model thread's CPU s, the whole machine's CPU s (or None)
             runs: dict[str, list[Run]] = {"sequential": [], "pipeline": []}
-            model_ms: dict[str, list[float]] = {"sequential": [], "pipeline": []}  # model time per window
             for _ in range(a.repeat):  # the two loops in turn, so that the machine's drift hits both alike
                 for mode, loop in (("sequential", WindowLoopParams(workers=0)), ("pipeline", None)):
                     loop = loop or WindowLoopParams(workers=workers, window_batch=1)
@@ -289,11 +289,10 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
                     run = pseudolabel_plan(plan, segments, model, params=params, progress=False, loop=loop)
                     wall, cpu, m1 = time.perf_counter() - t0, time.thread_time() - c0, machine_busy_seconds()
                     host = m1 - m0 if m0 is not None and m1 is not None else None
-                    runs[mode].append((model.busy_seconds / wall, wall, cpu, host))
-                    model_ms[mode].append(1000 * model.busy_seconds / len(plan.windows))
+                    runs[mode].append((model.busy_seconds / wall, wall, cpu, host, model.busy_seconds))
                     labels.append(run.labels)
             for mode, got in runs.items():  # the median run by busy share
-                busy, wall, cpu, host = sorted(got)[len(got) // 2]
+                busy, wall, cpu, host, held = sorted(got)[len(got) // 2]
                 row[f"{mode}_busy_share"] = round(busy, 3)
                 row[f"{mode}_windows_per_s"] = round(len(plan.windows) / wall, 2)
                 # CPU time of the model's thread per window: its own host work, load-independent
@@ -302,7 +301,7 @@ def simulate(a: argparse.Namespace, scene_dir: Path) -> int:
                 row[f"{mode}_machine_cpu_ms_per_window"] = (
                     round(1000 * host / len(plan.windows), 1) if host is not None else None
                 )
-            row["pipeline_model_ms_per_window"] = round(float(np.median(model_ms["pipeline"])), 2)
+                row[f"{mode}_model_ms_per_window"] = round(1000 * held / len(plan.windows), 2)
             row["pipeline_busy_share_runs"] = "/".join(f"{b:.3f}" for b, *_ in runs["pipeline"])
             same = all(
                 len(labels[0]) == len(other)
