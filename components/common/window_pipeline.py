@@ -49,7 +49,7 @@ from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from crownsam.common.params import Params, param
 
@@ -65,6 +65,10 @@ _PRELOAD: set[str] = set()
 # model (it waits for them) get one first, and the workers take the rest. Measured on 2 cores with a
 # 10 ms stand-in: the model thread woke ~1 ms later per window without it.
 WORKER_NICENESS = 10
+# :func:`start_workers`' start tasks wait at most this long for the other workers to start
+WORKER_START_TIMEOUT_S = 60.0
+# in a worker process: the barrier its pool's start tasks meet at (:func:`_meet_the_other_workers`)
+_START_BARRIER: Any = None
 
 
 @dataclass(frozen=True)
@@ -177,10 +181,12 @@ class _Starting:
         self.thread.start()
 
     def _start(self, settings: PipelineSettings) -> None:
-        pool = _new_pool(settings)
+        barrier = multiprocessing.get_context("forkserver").Barrier(settings.workers)
+        pool = _new_pool(settings, barrier)
         try:
-            # each task starts one worker process (they come faster than a process starts)
-            self.started = [pool.submit(os.getpid) for _ in range(settings.workers)]
+            # one task per worker; each waits for the others, so no worker takes two and the pool starts
+            # a process for each (it starts one only for a task that finds no idle worker)
+            self.started = [pool.submit(_meet_the_other_workers) for _ in range(settings.workers)]
         except (OSError, RuntimeError, BrokenProcessPool):  # the run starts its own pool (and reports)
             pool.shutdown(wait=False, cancel_futures=True)
             return
@@ -191,7 +197,7 @@ class _Starting:
         return self.pool
 
     def wait(self) -> None:
-        """Until every worker process runs (or the start failed)."""
+        """Until every worker process runs, its initializer done (or the start failed)."""
         if self.result() is not None:
             wait_for(self.started)
 
@@ -209,14 +215,31 @@ def _stop_started() -> None:
     _STARTED.clear()
 
 
-def _new_pool(settings: PipelineSettings) -> Executor:
+def _new_pool(settings: PipelineSettings, barrier: Any = None) -> Executor:
+    """Thread workers, or worker processes (that keep ``barrier``, a ``multiprocessing.Barrier`` or None,
+    for :func:`start_workers`' start tasks)."""
     if not settings.processes:
         return ThreadPoolExecutor(settings.workers, thread_name_prefix="finish")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(forkserver_preload())
     return ProcessPoolExecutor(
-        settings.workers, mp_context=ctx, initializer=os.nice, initargs=(WORKER_NICENESS,)
+        settings.workers, mp_context=ctx, initializer=_worker_start, initargs=(WORKER_NICENESS, barrier)
     )
+
+
+def _worker_start(niceness: int, barrier: Any = None) -> None:
+    """A worker process's initializer: run nicer (:data:`WORKER_NICENESS`), keep the start barrier."""
+    global _START_BARRIER
+    os.nice(niceness)
+    _START_BARRIER = barrier
+
+
+def _meet_the_other_workers() -> int:
+    """A start task (:func:`start_workers`): wait until every worker process of the pool runs one (at most
+    :data:`WORKER_START_TIMEOUT_S`), then return this process's ID."""
+    if _START_BARRIER is not None:
+        _START_BARRIER.wait(WORKER_START_TIMEOUT_S)
+    return os.getpid()
 
 
 def _finish_pool(settings: PipelineSettings) -> Executor:

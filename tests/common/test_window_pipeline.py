@@ -190,6 +190,26 @@ def test_started_workers_run_the_next_pipeline() -> None:
     assert (0, True) not in window_pipeline._STARTED
 
 
+def test_waiting_for_started_workers_waits_for_every_one() -> None:
+    """``start_workers(wait=True)`` returns once every worker process runs, its initializer done (each
+    already nicer), not once the first one up has answered every start task (the pool then started the
+    others late, or only when the run's first windows came)."""
+    from crownsam.common import window_pipeline
+    from crownsam.common.window_pipeline import WORKER_NICENESS
+
+    nicer = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
+    settings = PipelineSettings(workers=3)
+    for _ in range(3):
+        start_workers(settings, wait=True)
+        pool = window_pipeline._finish_pool(settings)
+        try:
+            pids = list(pool._processes)  # type: ignore[attr-defined]
+            assert len(pids) == 3
+            assert [os.getpriority(os.PRIO_PROCESS, p) for p in pids] == [nicer] * 3
+        finally:
+            pool.shutdown(wait=True)
+
+
 def worker_niceness(a: dict, b: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
