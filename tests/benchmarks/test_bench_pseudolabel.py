@@ -130,3 +130,17 @@ def test_cpus_for_share() -> None:
     assert cpus_for_share(0.85, 30.0, 25.0) == pytest.approx(1.02)
     with pytest.raises(ValueError, match="positive"):
         cpus_for_share(0.6, 36.0, 0.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "three"])
+def test_bad_repeat_is_one_line_and_exit_code_2(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--repeat`` below 1 or not a number: argparse's one line naming the option, exit code 2, before
+    anything is generated or run."""
+    from bench_pseudolabel import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--simulate-model-ms", "10", "--repeat", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ": error: argument --repeat:" in err[-1]
+    assert "Traceback" not in "\n".join(err)
