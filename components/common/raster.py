@@ -311,10 +311,11 @@ def nodata_is_the_mask(src: rasterio.io.DatasetReader, band: int) -> bool:
 def valid_pixels(
     src: rasterio.io.DatasetReader, band: int, values: np.ndarray, window: Window
 ) -> np.ndarray | None:
-    """GDAL's validity mask of ``band`` in ``window`` (None when the raster has no nodata value), from
-    ``values`` (the band's pixels there) when the mask is just "not the nodata value" of an integer band,
-    else by reading the mask."""
-    if src.nodata is None:
+    """GDAL's validity mask of ``band`` in ``window`` (None when every pixel is valid: no nodata value,
+    mask band or alpha band), from ``values`` (the band's pixels there) when the mask is just "not the
+    nodata value" of an integer band, else by reading the mask (an alpha band, an internal or ``.msk``
+    mask, a float band's nodata)."""
+    if src.mask_flag_enums[band - 1] == [MaskFlags.all_valid]:
         return None
     if nodata_is_the_mask(src, band):
         return values != src.nodata

@@ -95,6 +95,35 @@ def test_valid_pixels_are_gdals_mask(tmp_path, dtype: str, nodata, extra) -> Non
             assert 0 < want.sum() < want.size
 
 
+@pytest.mark.parametrize("kind", ["alpha", "internal_mask"])
+def test_valid_pixels_honour_a_mask_without_nodata(tmp_path, kind: str) -> None:
+    """A raster without a nodata value but with an alpha band or an internal mask (drone orthophotos
+    often come as RGBA): the mask is GDAL's, not "every pixel valid", and a window as read stretches
+    the masked pixels to 0. (Until 2026-11-30 no nodata value meant no mask here.)"""
+    import rasterio
+    from rasterio.windows import Window
+
+    from crownsam.common.raster import read_band_window, valid_pixels
+
+    rng = np.random.default_rng(3)
+    data = (rng.random((3, 30, 40)) * 200 + 20).astype("uint8")
+    hidden = np.ones((30, 40), dtype=bool)
+    hidden[4:11, 3:25] = False
+    if kind == "alpha":
+        rgba = np.concatenate([data, np.where(hidden, 255, 0).astype("uint8")[None]])
+        path = write_array(tmp_path / "a.tif", rgba, photometric="RGB", alpha="YES")
+    else:
+        path = write_array(tmp_path / "m.tif", data, mask=np.where(hidden, 255, 0).astype("uint8"))
+    with rasterio.open(path) as src:
+        assert src.nodata is None
+        win = Window(1, 2, 35, 25)
+        got = valid_pixels(src, 1, src.read(1, window=win), win)
+        assert got is not None
+        np.testing.assert_array_equal(got, hidden[2:27, 1:36])
+        rgb = read_band_window(src, win, (1, 2, 3), [(0.0, 255.0)] * 3).rgb()
+    assert not rgb[~hidden[2:27, 1:36]].any() and rgb[hidden[2:27, 1:36]].any()
+
+
 @pytest.mark.parametrize(
     "dtype, nodata", [("uint16", 0), ("int16", -9999), ("uint8", None), ("float32", -1.0)]
 )
