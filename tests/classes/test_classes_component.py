@@ -52,7 +52,11 @@ def run_component(small_scene, tmp_path: Path, switch: str) -> Path:
             indices="ndvi,gcc",
         )
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp"),
+        workspace_root=str(tmp_path / "ws"),  # else a /tmp/kfp-workspace-* that only a pipeline run removes
+    )
     one_step(labels_dir=str(labels))
     return tmp_path / "kfp"
 

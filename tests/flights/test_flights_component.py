@@ -15,7 +15,11 @@ from crownsam.synthetic import generate_scene
 
 def test_chm_branch_runs_as_a_kfp_task(tmp_path: Path) -> None:
     scene = generate_scene(tmp_path / "flight", size=1024, seed=5)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp"),
+        workspace_root=str(tmp_path / "ws"),  # else a /tmp/kfp-workspace-* that only a pipeline run removes
+    )
     task = prepare_segments_op(
         coarse_uri="", coarse_fingerprint="", chm_uri=str(scene.chm), chm_fingerprint="x"
     )

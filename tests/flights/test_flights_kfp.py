@@ -219,7 +219,11 @@ def test_pipeline_on_the_local_runner_skips_or_runs_the_retraining(tmp_path: Pat
     root = tmp_path / "catalog"
     (root / "flights").mkdir(parents=True)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp"),
+        workspace_root=str(tmp_path / "ws"),  # else a /tmp/kfp-workspace-* that only a pipeline run removes
+    )
     retraining_pipeline(root=str(root), tracking_uri=tracking, untrained=True)
     (run_dir,) = (tmp_path / "kfp").iterdir()
     scan = json.loads(next(run_dir.rglob("scan-flights-op/flights")).read_text())
