@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,24 @@ def kfp_local_hygiene() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def task_temp_dir() -> Iterator[Path]:
+    """For the block: the task subprocesses' temporary folder (``TMPDIR``, inherited by them) is a new
+    folder, removed with all it holds after the block. KFP's lightweight components each write their own
+    source to a ``mktemp -d`` folder that nothing removes (harmless in a container; on this machine every
+    local run left dozens in ``/tmp``)."""
+    old = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="crownsam-tasks-") as tmp:
+        os.environ["TMPDIR"] = tmp
+        try:
+            yield Path(tmp)
+        finally:
+            if old is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = old
+
+
+@contextlib.contextmanager
 def quiet_local_runner() -> Iterator[None]:
     """For the block: progress lines are asked of the steps (``CROWNSAM_PROGRESS=lines``, inherited by
     the task subprocesses), and one warning of KFP's local runner is filtered by its text: "...custom or
@@ -175,7 +194,7 @@ def run_pipeline(console: RunConsole, pipeline: Any, arguments: dict, pipeline_r
 
     from crownsam.pipelines.console import following
 
-    with quiet_local_runner(), kfp_local_hygiene(), following(console):
+    with quiet_local_runner(), kfp_local_hygiene(), task_temp_dir(), following(console):
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
         try:
             run_local_pipeline(pipeline_spec=local_spec(pipeline.pipeline_spec), arguments=arguments)

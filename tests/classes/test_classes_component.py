@@ -13,6 +13,7 @@ from kfp import dsl, local
 from crownsam.classes.component import pseudo_classes_op
 from crownsam.classes.params import ClassesParams, PipelineClasses
 from crownsam.common.errors import CrownsamError
+from crownsam.pipelines.local import task_temp_dir
 
 
 def test_from_pipeline_round_trips_every_field() -> None:
@@ -57,7 +58,8 @@ def run_component(small_scene, tmp_path: Path, switch: str) -> Path:
         pipeline_root=str(tmp_path / "kfp"),
         workspace_root=str(tmp_path / "ws"),  # else a /tmp/kfp-workspace-* that only a pipeline run removes
     )
-    one_step(labels_dir=str(labels))
+    with task_temp_dir():  # the tasks' temporary folders go with it
+        one_step(labels_dir=str(labels))
     return tmp_path / "kfp"
 
 

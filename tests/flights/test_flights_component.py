@@ -13,8 +13,10 @@ from crownsam.flights.component import prepare_segments_op
 from crownsam.synthetic import generate_scene
 
 
-def test_chm_branch_runs_as_a_kfp_task(tmp_path: Path) -> None:
+def test_chm_branch_runs_as_a_kfp_task(tmp_path: Path, monkeypatch) -> None:
     scene = generate_scene(tmp_path / "flight", size=1024, seed=5)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the task's temporary folder goes with it
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(tmp_path / "kfp"),

@@ -224,6 +224,8 @@ def test_pipeline_on_the_local_runner_skips_or_runs_the_retraining(tmp_path: Pat
         pipeline_root=str(tmp_path / "kfp"),
         workspace_root=str(tmp_path / "ws"),  # else a /tmp/kfp-workspace-* that only a pipeline run removes
     )
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the tasks' temporary folders go with it
     retraining_pipeline(root=str(root), tracking_uri=tracking, untrained=True)
     (run_dir,) = (tmp_path / "kfp").iterdir()
     scan = json.loads(next(run_dir.rglob("scan-flights-op/flights")).read_text())

@@ -8,6 +8,8 @@ live status line and the verbose echo are checked on the console itself.
 # No `from __future__ import annotations`: KFP reads the pipeline annotations below.
 
 import io
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +37,11 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_a_failed_step_ends_the_run_with_its_own_error(tmp_path: Path) -> None:
+def test_a_failed_step_ends_the_run_with_its_own_error(tmp_path: Path, monkeypatch) -> None:
+    temp = tmp_path / "temp"  # the temporary folder of this process and of the tasks, to see what is left
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     good = tmp_path / "good.txt"
     good.write_text("data")
     missing = tmp_path / "nowhere" / "missing.tif"
@@ -63,6 +69,8 @@ def test_a_failed_step_ends_the_run_with_its_own_error(tmp_path: Path) -> None:
     assert "have no effect in the current local runner" not in log and "base image" not in log
     if "fingerprint again 1" not in labels:  # the runner would have started it after the failure
         assert "'fingerprint-op-3' not run: an earlier step failed" in log
+    assert not list(temp.iterdir())  # no task's temporary folder is left (KFP left one per task)
+    assert os.environ["TMPDIR"] == str(temp)
 
 
 def test_local_spec_keeps_cluster_settings_out_of_a_local_run() -> None:
