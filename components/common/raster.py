@@ -145,6 +145,14 @@ def block_rows_mib(src: rasterio.io.DatasetReader, rows: int) -> float:
     return blocks_down * bh * blocks_across * bw * src.count * itemsize / 2**20
 
 
+def window_rows_cache_mib(src: rasterio.io.DatasetReader, window_height: int) -> float:
+    """The GDAL block cache a pass over windows ``window_height`` rows tall needs when they come row by row
+    across the whole width, each row of windows overlapping the next (the window loops): the blocks of one
+    row of windows and one more row of blocks. No block is decoded twice, and the cache stops growing with
+    the raster (GDAL's default, 5 % of the RAM, otherwise fills with blocks no window reads again)."""
+    return block_rows_mib(src, window_height + src.block_shapes[0][0])
+
+
 def nearest_samples(n: int, out: int) -> np.ndarray:
     """The source pixels (of ``n``) that GDAL's nearest-neighbour decimation to ``out`` pixels reads."""
     return np.minimum(((np.arange(out) + 0.5) * (n / out) + _GDAL_NEAREST_EPS).astype(np.int64), n - 1)

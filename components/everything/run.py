@@ -175,7 +175,7 @@ def segment_tiles(
     The tiles go through a window pipeline (:mod:`crownsam.common.window_pipeline`) as ``loop`` says
     (None: the sequential loop; ``window_batch`` does not apply): tiles read ahead in a thread, the passes
     in this thread, parts and strips in worker processes. The results do not depend on ``loop``."""
-    from crownsam.common.raster import open_raster
+    from crownsam.common.raster import gdal_cache, open_raster, window_rows_cache_mib
 
     t0 = time.perf_counter()
     m0 = generator.model_seconds
@@ -189,7 +189,7 @@ def segment_tiles(
             summaries[tile.key] = tile_summary(saved) | {"resumed": True}
     todo = [t for t in tiles if t.key not in summaries]
     settings = replace((loop or WindowLoopParams(workers=0)).settings(), batch=1)
-    with open_raster(ortho) as src:
+    with open_raster(ortho) as src, gdal_cache(window_rows_cache_mib(src, grid.tile + 2 * grid.padding)):
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,

@@ -36,7 +36,7 @@ from rasterio import Affine
 from rasterio.windows import Window
 
 from crownsam.common.progress import progress_bar
-from crownsam.common.raster import open_raster, read_band_window
+from crownsam.common.raster import gdal_cache, open_raster, read_band_window, window_rows_cache_mib
 from crownsam.common.vector import ID_COLUMN
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline, task_cpus
 from crownsam.pseudolabel.exclusive import (
@@ -513,7 +513,10 @@ def pseudolabel_plan(
         untrained=predictor.untrained,
     )
     # GDAL decodes a window's tiles in parallel: most useful while the workers have nothing to do yet
-    with open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src:
+    with (
+        open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src,
+        gdal_cache(window_rows_cache_mib(src, plan.window)),
+    ):
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,

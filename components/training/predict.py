@@ -50,7 +50,14 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from crownsam.common.errors import InputError
-from crownsam.common.raster import apply_stretch, crs_string, open_raster, read_error
+from crownsam.common.raster import (
+    apply_stretch,
+    crs_string,
+    gdal_cache,
+    open_raster,
+    read_error,
+    window_rows_cache_mib,
+)
 from crownsam.common.window_pipeline import WindowLoopParams, run_pipeline
 
 log = logging.getLogger(__name__)
@@ -475,7 +482,7 @@ def predict_ortho(
             stream = run_pipeline(wins, prepare, run_model, _finish_window, settings, strip=_without_image)
             bar = progress_bar(total=len(wins), desc="windows", unit="window", enabled=progress, leave=False)
             t_windows = time.perf_counter()
-            with closing(stream), bar:
+            with gdal_cache(window_rows_cache_mib(src, window)), closing(stream), bar:
                 for found in stream:
                     instances += found
                     bar.update()

@@ -21,6 +21,7 @@ from crownsam.common.raster import (
     gdal_cache,
     nearest_samples,
     sampled_valid_values,
+    window_rows_cache_mib,
 )
 
 
@@ -183,6 +184,50 @@ def test_block_rows_cover_every_band_of_the_rows(tmp_path: Path) -> None:
         # 300 rows: 2 rows of blocks, plus one; 4 blocks across; 3 bands of 2 bytes
         assert block_rows_mib(src, 300) == 3 * 256 * 4 * 256 * 3 * 2 / 2**20
         assert block_rows_mib(src, 256) == 2 * 256 * 4 * 256 * 3 * 2 / 2**20
+
+
+def _decoded(blocks: int, windows: list[tuple[int, int]], window: int, block: int) -> tuple[int, int]:
+    """(blocks decoded, distinct blocks) for windows read in this order through an LRU cache of ``blocks``
+    blocks (GDAL's block cache), each window's blocks in row-major order."""
+    from collections import OrderedDict
+
+    cache: OrderedDict[tuple[int, int], None] = OrderedDict()
+    decoded, seen = 0, set()
+    for r, c in windows:
+        for br in range(r // block, (r + window - 1) // block + 1):
+            for bc in range(c // block, (c + window - 1) // block + 1):
+                seen.add((br, bc))
+                if (br, bc) in cache:
+                    cache.move_to_end((br, bc))
+                    continue
+                decoded += 1
+                cache[(br, bc)] = None
+                if len(cache) > blocks:
+                    cache.popitem(last=False)
+    return decoded, len(seen)
+
+
+def test_window_rows_cache_decodes_each_block_once(tmp_path: Path) -> None:
+    """A pass over overlapping windows, row by row (the window loops' order), through a block cache of
+    :func:`window_rows_cache_mib` decodes every block once (an LRU cache like GDAL's, simulated); two rows
+    of blocks less decode some twice, so the size is not just generous (it leaves one row to spare)."""
+    width, height, window, stride, block = 5000, 3000, 1024, 585, 256
+    data = np.zeros((2, height, width), dtype=np.uint16)
+    path = write_array(
+        tmp_path / "w.tif", data, tiled=True, blockxsize=block, blockysize=block, compress="deflate"
+    )
+    with rasterio.open(path) as src:
+        mib = window_rows_cache_mib(src, window)
+    blocks = int(mib * 2**20) // (block * block * 2 * 2)
+    across = -(-width // block)
+
+    def offsets(n: int) -> list[int]:
+        return sorted({min(o, n - window) for o in range(0, n - window + stride, stride)})
+
+    windows = [(r, c) for r in offsets(height) for c in offsets(width)]
+    decoded, distinct = _decoded(blocks, windows, window, block)
+    assert decoded == distinct == across * -(-height // block)
+    assert _decoded(blocks - 2 * across, windows, window, block)[0] > distinct
 
 
 def test_a_corrupt_raster_gives_the_same_error_every_time(tmp_path: Path) -> None:

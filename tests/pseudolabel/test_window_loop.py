@@ -148,3 +148,42 @@ def test_segment_table_rows_are_the_segments() -> None:
     assert np.isnan(table.ndvi).all()
     with pytest.raises(KeyError, match="segment_id 4"):
         table.rows([3, 4])
+
+
+class SeesTheBlockCache(KnownAnswerPredictor):
+    """The known-answer predictor, recording GDAL's block cache size (bytes) whenever it is given a window."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache: set[int] = set()
+
+    def set_image(self, image, window) -> None:
+        from rasterio._env import get_gdal_config
+
+        self.cache.add(int(get_gdal_config("GDAL_CACHEMAX")))
+        super().set_image(image, window)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_block_cache_holds_a_row_of_windows_during_the_loop(scene, plan_file, tmp_path, workers) -> None:
+    """While the windows are read, GDAL's block cache is what one row of windows needs (not GDAL's default
+    of 5 % of the RAM, which filled with blocks no window reads again); the size before comes back after."""
+    from rasterio._env import get_gdal_config
+
+    from crownsam.common.raster import window_rows_cache_mib
+    from crownsam.tiling.plan import Plan
+
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    truth = gpd.read_file(scene.truth)
+    with rasterio.open(scene.ortho) as src:
+        oracle = SeesTheBlockCache(truth, src.transform)
+        want = int(window_rows_cache_mib(src, Plan.load(plan_file).window) * 2**20)
+        bh, bw = src.block_shapes[0]
+        whole = -(-src.height // bh) * bh * -(-src.width // bw) * bw * src.count * 2  # every block, uint16
+    req = PseudolabelRequest(
+        ortho=str(scene.ortho), segments=str(scene.coarse), out=str(tmp_path / "p.gpkg"),
+        plan=str(plan_file), progress=False, resume_dir="", loop=WindowLoopParams(workers=workers),
+    )  # fmt: skip
+    run_pseudolabel(req, predictor=oracle)
+    assert oracle.cache == {want} and 0 < want < whole < before
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
