@@ -52,3 +52,41 @@ def test_pipeline_tiles_equal_the_sequential_loop(scene, tmp_path) -> None:
         )
         assert len(a.geoms) == len(b.geoms)
         assert all(shapely.equals_exact(g, h, tolerance=0) for g, h in zip(a.geoms, b.geoms, strict=True))
+
+
+class SeesTheBlockCache(KnownAnswerGenerator):
+    """The known-answer generator, recording GDAL's block cache size (bytes) as each tile starts."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cache: set[int] = set()
+
+    def start_tile(self, tile) -> None:
+        from rasterio._env import get_gdal_config
+
+        self.cache.add(int(get_gdal_config("GDAL_CACHEMAX")))
+        super().start_tile(tile)
+
+
+def test_the_block_cache_holds_a_row_of_tiles_during_the_loop(scene, tmp_path) -> None:
+    """While the tiles are read, GDAL's block cache is what one row of read windows (tile and padding)
+    needs, not GDAL's default; the size before comes back after."""
+    import geopandas as gpd
+    from rasterio._env import get_gdal_config
+
+    from crownsam.common.raster import window_rows_cache_mib
+
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    objects, _ = objects_for(scene, gpd.read_file(scene.truth))
+    with rasterio.open(scene.ortho) as src:
+        gen = SeesTheBlockCache(objects, src.transform, PARAMS)
+        prep = prepare(EverythingRequest(ortho=str(scene.ortho), out=str(tmp_path / "m.gpkg"), params=PARAMS))
+        want = int(window_rows_cache_mib(src, prep.grid.tile + 2 * prep.grid.padding) * 2**20)
+    store = TileStore(
+        str(tmp_path / "parts"), run_key(prep.info, prep.stretch, PARAMS, gen.name, None, False)
+    )
+    segment_tiles(
+        prep.ortho, prep.grid, prep.tiles, gen, PARAMS, prep.stretch, store, loop=WindowLoopParams(workers=2)
+    )
+    assert gen.cache == {want} and 0 < want < before
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before

@@ -225,6 +225,38 @@ def test_crowns_do_not_depend_on_workers(tmp_path, batch_size):
     assert_same_crowns(seq, par)
 
 
+class SeesTheBlockCache(BlobModel):
+    """:class:`BlobModel`, recording GDAL's block cache size (bytes) at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache: set[int] = set()
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        from rasterio._env import get_gdal_config
+
+        self.cache.add(int(get_gdal_config("GDAL_CACHEMAX")))
+        return super().forward(images)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_block_cache_holds_a_row_of_windows_during_the_loop(tmp_path, workers):
+    """While the windows are read, GDAL's block cache is what one row of windows needs, not GDAL's
+    default; the size before comes back after."""
+    from rasterio._env import get_gdal_config
+
+    from crownsam.common.raster import window_rows_cache_mib
+
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    s = make_export(tmp_path, grid=(2, 3))
+    model = SeesTheBlockCache()
+    predict_with(workers, model, s.ortho, (1, 2, 3), stretch_of(s.ortho), window=100, overlap=0.3)
+    with rasterio.open(s.ortho) as src:
+        want = int(window_rows_cache_mib(src, 100) * 2**20)
+    assert model.cache == {want} and 0 < want < before
+    assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+
+
 def test_untrained_mask_rcnn_crowns_do_not_depend_on_workers(tmp_path):
     """A tiny untrained torchvision Mask R-CNN (its outlines mean nothing): the same crowns either way."""
     from crownsam.training.model import build_model
