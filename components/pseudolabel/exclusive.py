@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -287,7 +287,7 @@ def _clip(box: Region, region: Region) -> Region:
 
 
 def resolve_across_windows(
-    labels: gpd.GeoDataFrame, claims: dict[int, Claim], transform: Affine, width: int, height: int
+    labels: gpd.GeoDataFrame, claims: Mapping[int, Claim], transform: Affine, width: int, height: int
 ) -> CrossWindowResult:
     """Resolve pixels claimed by labels of different windows (rule in the module docstring).
 

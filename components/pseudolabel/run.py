@@ -69,6 +69,7 @@ from crownsam.pseudolabel.predictor import (
 )
 from crownsam.pseudolabel.prompts import batches, negatives_from_pairs
 from crownsam.pseudolabel.resume import WindowResult, WindowStore
+from crownsam.pseudolabel.spill import SpilledClaims
 from crownsam.pseudolabel.treetops import to_window_pixels
 from crownsam.tiling.plan import Plan, WindowTask, pixel_geometries
 
@@ -107,7 +108,7 @@ class RunResult:
     """Pseudolabels (raster CRS) plus what happened, for the run summary."""
 
     labels: gpd.GeoDataFrame
-    claims: dict[int, Claim] = field(default_factory=dict)
+    claims: SpilledClaims = field(default_factory=SpilledClaims)  # on local disk until needed
     skipped: list[dict] = field(default_factory=list)
     window_seconds: list[float] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -530,7 +531,7 @@ def pseudolabel_plan(
         with closing(stream), bar:
             for window in plan.windows:
                 if window.key in done:
-                    results.append(done[window.key])
+                    results.append(spill_claims(run, done.pop(window.key)))
                     run.windows_resumed += 1
                     bar.update()
                     continue
@@ -538,7 +539,7 @@ def pseudolabel_plan(
                 bar.update()
                 if store:
                     store.save(result)
-                results.append(result)
+                results.append(spill_claims(run, result))
                 run.window_seconds.append(result.seconds)
                 for k, v in result.stage_seconds.items():
                     run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
@@ -548,14 +549,21 @@ def pseudolabel_plan(
     return run
 
 
+def spill_claims(run: RunResult, result: WindowResult) -> WindowResult:
+    """Move a window's claims to the run's (on disk), so that the results kept until the end hold none."""
+    run.claims.add(result.claims)
+    result.claims = []
+    return result
+
+
 def gather(run: RunResult, results: list[WindowResult], crs: str | None) -> RunResult:
-    """Add the windows' labels (sorted by ``segment_id``), claims, skips and counters to ``run``."""
+    """Add the windows' labels (sorted by ``segment_id``), claims still in them, skips and counters to
+    ``run``."""
     for r in results:
         run.skipped.extend(r.skipped)
         run.prompts += r.prompts
         run.stats.update(r.stats)
-        for claim in r.claims:
-            run.claims[claim.segment_id] = claim
+        spill_claims(run, r)
     rows = [row for r in results for row in r.rows]
     geoms = [g for r in results for g in r.geoms]
     labels = gpd.GeoDataFrame(rows, columns=COLUMNS, geometry=geoms, crs=crs or None)
