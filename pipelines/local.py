@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from crownsam.common import storage
+from crownsam.common.environ import env_var
 from crownsam.common.errors import InputError
 
 if TYPE_CHECKING:
@@ -111,16 +112,8 @@ def task_temp_dir() -> Iterator[Path]:
     folder, removed with all it holds after the block. KFP's lightweight components each write their own
     source to a ``mktemp -d`` folder that nothing removes (harmless in a container; on this machine every
     local run left dozens in ``/tmp``)."""
-    old = os.environ.get("TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="crownsam-tasks-") as tmp:
-        os.environ["TMPDIR"] = tmp
-        try:
-            yield Path(tmp)
-        finally:
-            if old is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = old
+    with tempfile.TemporaryDirectory(prefix="crownsam-tasks-") as tmp, env_var("TMPDIR", tmp):
+        yield Path(tmp)
 
 
 @contextlib.contextmanager
@@ -133,19 +126,11 @@ def quiet_local_runner() -> Iterator[None]:
 
     from crownsam.common.progress import ENV
 
-    old = os.environ.get(ENV)
-    os.environ[ENV] = "lines"
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=".*custom or non-Python base image", category=RuntimeWarning
-            )
-            yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
+    with env_var(ENV, "lines"), warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*custom or non-Python base image", category=RuntimeWarning
+        )
+        yield
 
 
 def _dags(spec: Any) -> list[Any]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crownsam.common.environ import env_var
 from crownsam.common.errors import FILE_ERRORS, CrownsamError, InputError, mlflow_errors
 from crownsam.common.tracking import using_tracking_uri
 from crownsam.training.model import get_meta, model_from_checkpoint
@@ -54,16 +55,8 @@ def resolve_tracking_uri(uri: str | None, run_dir: str | Path) -> str:
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
     """Keep MLflow's "View run ... at ..." lines off stdout (our results go there, one or two lines)."""
-    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-    old = os.environ.get(key)
-    os.environ[key] = "true"
-    try:
+    with env_var("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def experiment_id(name: str, uri: str) -> str:
