@@ -134,23 +134,59 @@ def gdal_cache(mib: float) -> Iterator[None]:
         set_gdal_config("GDAL_CACHEMAX", before)
 
 
-def block_rows_mib(src: rasterio.io.DatasetReader, rows: int) -> float:
+def block_rows_mib(src: rasterio.io.DatasetReader, rows: int, columns: int | None = None) -> float:
     """MiB of GDAL blocks (all bands: a pixel-interleaved file caches every band of a block it reads) that
-    cover ``rows`` raster rows across the whole width, plus one row of blocks: the cache a pass over
+    cover ``rows`` raster rows across ``columns`` (None: the whole width), plus one row of blocks (and,
+    for part of the width, one column: its edges need not fall on the blocks'): the cache a pass over
     rows of the raster needs so that no block is decoded twice."""
     bh, bw = src.block_shapes[0]
     blocks_down = -(-rows // bh) + 1
     blocks_across = -(-src.width // bw)
+    if columns is not None:
+        blocks_across = min(blocks_across, -(-columns // bw) + 1)
     itemsize = max(np.dtype(dt).itemsize for dt in src.dtypes)
     return blocks_down * bh * blocks_across * bw * src.count * itemsize / 2**20
 
 
-def window_rows_cache_mib(src: rasterio.io.DatasetReader, window_height: int) -> float:
+def window_rows_cache_mib(
+    src: rasterio.io.DatasetReader, window_height: int, columns: int | None = None
+) -> float:
     """The GDAL block cache a pass over windows ``window_height`` rows tall needs when they come row by row
-    across the whole width, each row of windows overlapping the next (the window loops): the blocks of one
-    row of windows and one more row of blocks. No block is decoded twice, and the cache stops growing with
-    the raster (GDAL's default, 5 % of the RAM, otherwise fills with blocks no window reads again)."""
-    return block_rows_mib(src, window_height + src.block_shapes[0][0])
+    across ``columns`` (None: the whole width), each row of windows overlapping the next (the window
+    loops): the blocks of one row of windows and one more row of blocks. No block is decoded twice, and
+    the cache does not grow with the raster's height (GDAL's default, 5 % of the RAM, otherwise fills with
+    blocks no window reads again); :func:`window_strips` keeps it from growing with the width."""
+    return block_rows_mib(src, window_height + src.block_shapes[0][0], columns)
+
+
+WINDOW_CACHE_MIB = 256
+"""The most GDAL block cache a window loop takes (:func:`window_strips`): rasters wider than that allows
+for one row of windows are read in vertical strips."""
+
+
+def window_strips(
+    src: rasterio.io.DatasetReader, window: int, stride: int, budget_mib: float | None = None
+) -> tuple[int, float]:
+    """(strip, cache MiB) for a loop over windows ``window`` px square whose column offsets are ``stride``
+    apart (the last one may be aligned to the raster's edge): it reads them strip by strip, the windows
+    with column offsets in ``[k * strip, (k + 1) * strip)`` (:func:`crownsam.tiling.grid.strip_order`),
+    each strip row by row, with a block cache of one row of a strip's windows
+    (:func:`window_rows_cache_mib`). One strip (plain row-major order) when the whole width fits
+    ``budget_mib`` (None: :data:`WINDOW_CACHE_MIB`); else the widest strips of whole strides, as even as
+    the windows allow, that fit it (one column of windows if none does; one strip if that needs no less,
+    as with blocks as wide as the raster). Blocks at the strips' edges are decoded once per strip."""
+    budget_mib = WINDOW_CACHE_MIB if budget_mib is None else budget_mib
+    whole = window_rows_cache_mib(src, window)
+    if whole <= budget_mib or src.width <= window:
+        return src.width, whole
+    columns = -(-(src.width - window) // stride) + 1  # columns of windows, the last one at the edge
+    per = 1
+    while per < columns and window_rows_cache_mib(src, window, (per + 1) * stride + window) <= budget_mib:
+        per += 1
+    per = -(-columns // -(-columns // per))  # as many strips, as even as whole strides make them
+    strip = per * stride
+    mib = window_rows_cache_mib(src, window, strip + window)
+    return (strip, mib) if mib < whole else (src.width, whole)  # blocks as wide as the raster: no gain
 
 
 def nearest_samples(n: int, out: int) -> np.ndarray:
@@ -177,30 +213,74 @@ def _valid_sample(
     return src.read_masks(band, window=window)[rows][:, cols] > 0
 
 
+SAMPLE_CHUNK_MIB = 32
+"""MiB of decoded blocks (all bands) the stretch's sample reads at a time: a row of blocks is read in chunks
+of about this size across, so the memory of the read does not grow with the raster's width."""
+
+
+def sample_chunk(src: rasterio.io.DatasetReader) -> tuple[int, int]:
+    """(rows, columns) of the chunks :func:`sampled_valid_values` reads: whole rows of blocks (about 256
+    rows) by as many whole blocks across (at least one, at most the width) as hold about
+    :data:`SAMPLE_CHUNK_MIB` of decoded blocks of every band."""
+    bh, bw = src.block_shapes[0]
+    rows = bh * max(1, 256 // bh)
+    block_bytes = rows * bw * src.count * max(np.dtype(dt).itemsize for dt in src.dtypes)
+    blocks = min(-(-src.width // bw), max(1, int(SAMPLE_CHUNK_MIB * 2**20 // block_bytes)))
+    return rows, bw * blocks
+
+
+def sample_cache_mib(src: rasterio.io.DatasetReader) -> float:
+    """The GDAL block cache :func:`sampled_valid_values` reads with: two of its chunks (every band), so a
+    chunk's blocks stay cached until every band of them is copied."""
+    rows, columns = sample_chunk(src)
+    return 2 * rows * columns * src.count * max(np.dtype(dt).itemsize for dt in src.dtypes) / 2**20
+
+
 def sampled_valid_values(
     src: rasterio.io.DatasetReader, bands: Sequence[int], shape: tuple[int, int]
 ) -> list[np.ndarray]:
     """Each band's valid pixels among those of GDAL's nearest-neighbour decimation of the raster to
     ``shape`` (rows, columns): what ``read(bands, out_shape=..., masked=True, resampling=nearest)``
-    returns, compressed. Reads rows of blocks at full resolution, one after another, and samples them:
-    GDAL's own decimated read decodes every block once per band (and again for the masks), this once."""
+    returns, compressed, in its order. Reads the raster at full resolution in chunks of whole blocks
+    (:func:`sample_chunk`), row of chunks after row, and samples them: GDAL's own decimated read decodes
+    every block once per band (and again for the masks), this once."""
     rows = nearest_samples(src.height, shape[0])
     cols = nearest_samples(src.width, shape[1])
-    whole_rows = cols.size == src.width  # every column: no need to pick them
-    step = src.block_shapes[0][0] * max(1, 256 // src.block_shapes[0][0])  # whole rows of blocks
+    step, across = sample_chunk(src)
     parts: list[list[np.ndarray]] = [[] for _ in bands]
     for r0 in range(0, src.height, step):
         r1 = min(r0 + step, src.height)
         here = rows[(rows >= r0) & (rows < r1)] - r0
         if not here.size:
             continue
-        window = Window(0, r0, src.width, r1 - r0)
-        data = src.read(list(bands), window=window)
-        sample = data[:, here] if whole_rows else data[:, here][:, :, cols]
-        for i, b in enumerate(bands):
-            valid = _valid_sample(src, b, sample[i], window, here, cols)
-            parts[i].append(sample[i].ravel() if valid is None else sample[i][valid])
+        strips: list[np.ndarray] = []
+        valids: list[list[np.ndarray | None]] = [[] for _ in bands]
+        for c0 in range(0, src.width, across):
+            c1 = min(c0 + across, src.width)
+            there = cols[(cols >= c0) & (cols < c1)] - c0
+            if not there.size:
+                continue
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            sample = src.read(list(bands), window=window)[:, here][:, :, there]
+            strips.append(sample)
+            for i, b in enumerate(bands):
+                valids[i].append(_valid_sample(src, b, sample[i], window, here, there))
+        strip = np.concatenate(strips, axis=2)
+        for i in range(len(bands)):
+            parts[i].append(
+                strip[i][_strip_valid(valids[i], strips)]
+                if any(v is not None for v in valids[i])
+                else strip[i].ravel()
+            )
     return [np.concatenate(p) if p else np.empty(0) for p in parts]
+
+
+def _strip_valid(valids: list[np.ndarray | None], strips: list[np.ndarray]) -> np.ndarray:
+    """One band's validity across a row of chunks (None: every pixel of that chunk is valid)."""
+    return np.concatenate(
+        [np.ones(s.shape[1:], dtype=bool) if v is None else v for v, s in zip(valids, strips, strict=True)],
+        axis=1,
+    )
 
 
 def in_one_thread(
@@ -228,7 +308,7 @@ def _stretch_sample(
             list(bands), out_shape=(len(bands), *shape), masked=True, resampling=Resampling.nearest
         )
         return [data[i].compressed() for i in range(len(bands))]
-    with gdal_cache(2 * block_rows_mib(src, 256)):
+    with gdal_cache(sample_cache_mib(src)):
         return sampled_valid_values(src, bands, shape)
 
 
@@ -242,9 +322,9 @@ def compute_stretch(
 
     Reads a decimated version of the raster (at most ``max_pixels`` per band: GDAL's nearest-neighbour
     sample, or its overviews when present) so the whole orthophoto is never in memory. A GeoTIFF without
-    overviews is read by rows of blocks one after another (:func:`sampled_valid_values`), decoded in the
-    task's CPUs, with a block cache of two such rows; anything else by GDAL's decimated read. Computed
-    once per scene and reused for every window, which keeps tiles seamless.
+    overviews is read in chunks of whole blocks one after another (:func:`sampled_valid_values`), decoded
+    in the task's CPUs, with a block cache of two such chunks; anything else by GDAL's decimated read.
+    Computed once per scene and reused for every window, which keeps tiles seamless.
     """
     from crownsam.common.window_pipeline import task_cpus
 

@@ -174,8 +174,11 @@ def segment_tiles(
 
     The tiles go through a window pipeline (:mod:`crownsam.common.window_pipeline`) as ``loop`` says
     (None: the sequential loop; ``window_batch`` does not apply): tiles read ahead in a thread, the passes
-    in this thread, parts and strips in worker processes. The results do not depend on ``loop``."""
-    from crownsam.common.raster import gdal_cache, open_raster, window_rows_cache_mib
+    in this thread, parts and strips in worker processes, in the order of
+    :func:`crownsam.common.raster.window_strips` (the summaries in that of ``tiles``). The results do not
+    depend on ``loop``."""
+    from crownsam.common.raster import gdal_cache, open_raster, window_strips
+    from crownsam.tiling.grid import strip_order
 
     t0 = time.perf_counter()
     m0 = generator.model_seconds
@@ -187,9 +190,11 @@ def segment_tiles(
         saved = store.get(tile.key) if tile.key in done else None
         if saved is not None:
             summaries[tile.key] = tile_summary(saved) | {"resumed": True}
-    todo = [t for t in tiles if t.key not in summaries]
     settings = replace((loop or WindowLoopParams(workers=0)).settings(), batch=1)
-    with open_raster(ortho) as src, gdal_cache(window_rows_cache_mib(src, grid.tile + 2 * grid.padding)):
+    with open_raster(ortho) as src:
+        strip_px, cache_mib = window_strips(src, grid.tile + 2 * grid.padding, grid.tile)
+        order = [tiles[i] for i in strip_order([(t.read[0], t.read[1]) for t in tiles], strip_px)]
+        todo = [t for t in order if t.key not in summaries]
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(
             todo,
@@ -200,17 +205,17 @@ def segment_tiles(
             strip=without_pixels,
         )
         bar = progress_bar(total=len(tiles), desc="tiles", unit="tile", enabled=progress)
-        with closing(stream), bar:
-            for tile in tiles:
+        with gdal_cache(cache_mib), closing(stream), bar:
+            for tile in order:
                 if tile.key in summaries:
-                    run.tiles.append(summaries[tile.key])
                     run.resumed += 1
                 else:
                     result = next(stream)
                     store.save(result)
-                    run.tiles.append(tile_summary(result))
+                    summaries[tile.key] = tile_summary(result)
                     run.processed += 1
                 bar.update()
+    run.tiles = [summaries[t.key] for t in tiles]
     run.seconds_total = time.perf_counter() - t0
     run.seconds_in_model = generator.model_seconds - m0
     return run

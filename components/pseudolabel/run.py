@@ -36,7 +36,7 @@ from rasterio import Affine
 from rasterio.windows import Window
 
 from crownsam.common.progress import progress_bar
-from crownsam.common.raster import gdal_cache, open_raster, read_band_window, window_rows_cache_mib
+from crownsam.common.raster import gdal_cache, open_raster, read_band_window, window_strips
 from crownsam.common.vector import ID_COLUMN
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline, task_cpus
 from crownsam.pseudolabel.exclusive import (
@@ -71,6 +71,7 @@ from crownsam.pseudolabel.prompts import batches, negatives_from_pairs
 from crownsam.pseudolabel.resume import WindowResult, WindowStore
 from crownsam.pseudolabel.spill import SpilledClaims
 from crownsam.pseudolabel.treetops import to_window_pixels
+from crownsam.tiling.grid import strip_order
 from crownsam.tiling.plan import Plan, WindowTask, pixel_geometries
 
 log = logging.getLogger(__name__)
@@ -505,7 +506,6 @@ def pseudolabel_plan(
     done = store.load() if store else {}
     results: list[WindowResult] = []
     run = RunResult(labels=gpd.GeoDataFrame())
-    todo = [w for w in plan.windows if w.key not in done]
     finish = partial(
         postprocess_window,
         params=params,
@@ -514,35 +514,37 @@ def pseudolabel_plan(
         untrained=predictor.untrained,
     )
     # GDAL decodes a window's tiles in parallel: most useful while the workers have nothing to do yet
-    with (
-        open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src,
-        gdal_cache(window_rows_cache_mib(src, plan.window)),
-    ):
-        # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
-        stream = run_pipeline(
-            todo,
-            lambda w: read_window(src, plan, w, table, defer_stretch=stretches_on_device(predictor)),
-            lambda inps: predict_windows(predictor, inps, params),
-            finish,
-            settings,
-            strip=partial(without_image, keep_segments=not params.exclusive),
-        )
-        bar = progress_bar(total=len(plan.windows), desc="windows", unit="win", enabled=progress)
-        with closing(stream), bar:
-            for window in plan.windows:
-                if window.key in done:
-                    results.append(spill_claims(run, done.pop(window.key)))
-                    run.windows_resumed += 1
+    with open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src:
+        strip_px, cache_mib = window_strips(src, plan.window, plan.stride)
+        order = strip_order([(w.row_off, w.col_off) for w in plan.windows], strip_px)
+        windows = [plan.windows[i] for i in order]
+        todo = [w for w in windows if w.key not in done]
+        with gdal_cache(cache_mib):
+            # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
+            stream = run_pipeline(
+                todo,
+                lambda w: read_window(src, plan, w, table, defer_stretch=stretches_on_device(predictor)),
+                lambda inps: predict_windows(predictor, inps, params),
+                finish,
+                settings,
+                strip=partial(without_image, keep_segments=not params.exclusive),
+            )
+            bar = progress_bar(total=len(plan.windows), desc="windows", unit="win", enabled=progress)
+            with closing(stream), bar:
+                for window in windows:
+                    if window.key in done:
+                        results.append(spill_claims(run, done.pop(window.key)))
+                        run.windows_resumed += 1
+                        bar.update()
+                        continue
+                    result = next(stream)
                     bar.update()
-                    continue
-                result = next(stream)
-                bar.update()
-                if store:
-                    store.save(result)
-                results.append(spill_claims(run, result))
-                run.window_seconds.append(result.seconds)
-                for k, v in result.stage_seconds.items():
-                    run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
+                    if store:
+                        store.save(result)
+                    results.append(spill_claims(run, result))
+                    run.window_seconds.append(result.seconds)
+                    for k, v in result.stage_seconds.items():
+                        run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
     gather(run, results, plan.crs)
     run.seconds_total = time.perf_counter() - t_start
     run.seconds_in_model = predictor.forward_seconds - model_t0

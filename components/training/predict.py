@@ -56,9 +56,10 @@ from crownsam.common.raster import (
     gdal_cache,
     open_raster,
     read_error,
-    window_rows_cache_mib,
+    window_strips,
 )
 from crownsam.common.window_pipeline import WindowLoopParams, run_pipeline
+from crownsam.tiling.grid import strip_order
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,17 @@ def axis_offsets(lo: int, hi: int, size: int, stride: int) -> list[int]:
     return sorted(set(starts))
 
 
+def window_stride(window: int, overlap: float) -> int:
+    """Pixels between the offsets of neighbouring windows."""
+    return max(1, round(window * (1 - overlap)))
+
+
 def plan_windows(
     height: int, width: int, window: int, overlap: float, region: tuple[int, int, int, int] | None = None
 ) -> list[Win]:
     """Windows over ``region = (r0, c0, r1, c1)`` (default the whole raster); see the module docstring."""
     r0, c0, r1, c1 = region or (0, 0, height, width)
-    stride = max(1, round(window * (1 - overlap)))
+    stride = window_stride(window, overlap)
     # a region narrower than a window: the window moves back inside the raster rather than being padded
     rows = [min(r, max(0, height - window)) for r in axis_offsets(r0, r1, window, stride)]
     cols = [min(c, max(0, width - window)) for c in axis_offsets(c0, c1, window, stride)]
@@ -454,7 +460,6 @@ def predict_ortho(
         all_valid = all(list(src.mask_flag_enums[b - 1]) == [MaskFlags.all_valid] for b in bands)
         restore = _inference_setup(model, window, score_threshold)
         model.eval().to(device)
-        instances: list[Instance] = []
         t_model = [0.0]
         pin = device.type == "cuda"
 
@@ -477,19 +482,26 @@ def predict_ortho(
         settings = replace(
             (loop or WindowLoopParams(workers=0)).settings(), batch=batch_size, processes=False
         )
+        # read in strips when the raster is wide; the instances are kept in the windows' order
+        strip_px, cache_mib = window_strips(src, window, window_stride(window, overlap))
+        order = strip_order([(w.row, w.col) for w in wins], strip_px)
+        found_in: list[list[Instance]] = [[] for _ in wins]
         try:
             # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
-            stream = run_pipeline(wins, prepare, run_model, _finish_window, settings, strip=_without_image)
+            stream = run_pipeline(
+                [wins[i] for i in order], prepare, run_model, _finish_window, settings, strip=_without_image
+            )
             bar = progress_bar(total=len(wins), desc="windows", unit="window", enabled=progress, leave=False)
             t_windows = time.perf_counter()
-            with gdal_cache(window_rows_cache_mib(src, window)), closing(stream), bar:
-                for found in stream:
-                    instances += found
+            with gdal_cache(cache_mib), closing(stream), bar:
+                for i, found in zip(order, stream, strict=True):
+                    found_in[i] = found
                     bar.update()
             t_windows = time.perf_counter() - t_windows
         finally:
             restore()
         transform = src.transform
+    instances = [inst for found in found_in for inst in found]
     merged, counts = merge_instances(instances)
     gdf = polygons(merged, transform, crs, classes)
     n_before = len(gdf)

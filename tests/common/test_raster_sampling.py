@@ -3,6 +3,7 @@ GDAL block cache settings."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -15,13 +16,17 @@ from rasterio._env import get_gdal_config, set_gdal_config
 from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
+from crownsam.common import raster
 from crownsam.common.raster import (
     block_rows_mib,
     compute_stretch,
     gdal_cache,
     nearest_samples,
+    sample_cache_mib,
+    sample_chunk,
     sampled_valid_values,
     window_rows_cache_mib,
+    window_strips,
 )
 
 
@@ -73,10 +78,15 @@ RASTERS = {
 }
 
 
+@pytest.mark.parametrize("chunk_mib", [raster.SAMPLE_CHUNK_MIB, 0])
 @pytest.mark.parametrize("kind", list(RASTERS))
-def test_sample_is_gdals_decimated_read(tmp_path: Path, kind: str) -> None:
-    """Rows of blocks sampled at GDAL's pixels give exactly the valid values (and their order) of GDAL's
-    own decimated masked read, for every kind of validity: nodata (integer, float, NaN), none, a mask."""
+def test_sample_is_gdals_decimated_read(
+    tmp_path: Path, kind: str, chunk_mib: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of blocks sampled at GDAL's pixels give exactly the valid values (and their order) of GDAL's
+    own decimated masked read, for every kind of validity: nodata (integer, float, NaN), none, a mask;
+    whether a row of blocks is read in one chunk (these rasters are small) or one block at a time."""
+    monkeypatch.setattr(raster, "SAMPLE_CHUNK_MIB", chunk_mib)
     spec = RASTERS[kind]
     rng = np.random.default_rng(3)
     data = (rng.random((4, 301, 257)) * 200).astype(spec["dtype"])
@@ -186,6 +196,26 @@ def test_block_rows_cover_every_band_of_the_rows(tmp_path: Path) -> None:
         assert block_rows_mib(src, 256) == 2 * 256 * 4 * 256 * 3 * 2 / 2**20
 
 
+def test_sample_chunks_do_not_grow_with_the_width(tmp_path: Path) -> None:
+    """The stretch's sample reads chunks of whole blocks of about SAMPLE_CHUNK_MIB, with a cache of two:
+    the same on a raster ten times as wide (a whole row of blocks would be 10x the memory)."""
+    sizes = []
+    for width in (4096, 40960):
+        path = write_array(
+            tmp_path / f"w{width}.tif",
+            np.zeros((6, 1, width), dtype=np.uint16),
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+        )
+        with rasterio.open(path) as src:
+            rows, columns = sample_chunk(src)
+            assert (rows, columns) == (256, min(width, 42 * 256))  # 42 blocks of 0.75 MiB: 31.5 MiB
+            sizes.append(sample_cache_mib(src))
+            assert block_rows_mib(src, 256) == 2 * 256 * width * 12 / 2**20
+    assert sizes == [2 * 256 * 4096 * 12 / 2**20, 2 * 256 * (42 * 256) * 12 / 2**20]
+
+
 def _decoded(blocks: int, windows: list[tuple[int, int]], window: int, block: int) -> tuple[int, int]:
     """(blocks decoded, distinct blocks) for windows read in this order through an LRU cache of ``blocks``
     blocks (GDAL's block cache), each window's blocks in row-major order."""
@@ -228,6 +258,47 @@ def test_window_rows_cache_decodes_each_block_once(tmp_path: Path) -> None:
     decoded, distinct = _decoded(blocks, windows, window, block)
     assert decoded == distinct == across * -(-height // block)
     assert _decoded(blocks - 2 * across, windows, window, block)[0] > distinct
+
+
+def test_window_strips_bound_the_cache_and_decode_little_twice(tmp_path: Path) -> None:
+    """A raster too wide for the budget is read in even strips of windows, each row by row
+    (:func:`strip_order`), with a cache that fits the budget: every block is decoded at most once per
+    strip it lies in (the simulated LRU cache), so only blocks where strips overlap can be decoded twice.
+    Row by row across the whole width with that cache decodes the overlap of every two rows of windows
+    twice."""
+    from crownsam.tiling.grid import strip_order
+
+    width, height, window, stride, block = 9000, 2100, 1024, 512, 256
+    data = np.zeros((2, height, width), dtype=np.uint16)
+    path = write_array(
+        tmp_path / "w.tif", data, tiled=True, blockxsize=block, blockysize=block, compress="deflate"
+    )
+    block_mib = block * block * 2 * 2 / 2**20
+    with rasterio.open(path) as src:
+        whole = window_rows_cache_mib(src, window)
+        assert window_strips(src, window, stride, budget_mib=whole) == (width, whole)  # fits: one strip
+        strip, mib = window_strips(src, window, stride, budget_mib=whole / 2)
+    assert mib <= whole / 2 and strip % stride == 0
+    cols = sorted({min(o, width - window) for o in range(0, width - window + stride, stride)})
+    rows = sorted({min(o, height - window) for o in range(0, height - window + stride, stride)})
+    per_strip = [sum(1 for c in cols if c // strip == k) for k in range(cols[-1] // strip + 1)]
+    assert per_strip == [6, 6, 5]  # 17 columns; 7 in a strip would not fit
+    offsets = [(r, c) for r in rows for c in cols]
+    windows = [offsets[i] for i in strip_order(offsets, strip)]
+    blocks = int(mib / block_mib)
+    decoded, distinct = _decoded(blocks, windows, window, block)
+    # blocks in two strips: the columns of blocks where one strip's last windows overlap the next one's
+    spans = [
+        {b for c in cols if c // strip == k for b in range(c // block, (c + window - 1) // block + 1)}
+        for k in range(len(per_strip))
+    ]
+    shared = sum(len(a & b) for a, b in itertools.pairwise(spans)) * -(-height // block)
+    assert distinct < decoded <= distinct + shared < 1.15 * distinct
+    striped = write_array(tmp_path / "s.tif", data, blockysize=16)  # strips of the width gain nothing
+    with rasterio.open(striped) as src:
+        whole = window_rows_cache_mib(src, window)
+        assert window_strips(src, window, stride, budget_mib=whole / 2) == (width, whole)
+    assert _decoded(blocks, offsets, window, block)[0] > 1.3 * distinct  # row-major order, same cache
 
 
 def test_a_corrupt_raster_gives_the_same_error_every_time(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from everything_helpers import PARAMS, SEED, SIZE, objects_for
 from crownsam.common.window_pipeline import WindowLoopParams
 from crownsam.everything.api import EverythingRequest, prepare
 from crownsam.everything.known_answer import KnownAnswerGenerator
+from crownsam.everything.params import EverythingParams
 from crownsam.everything.run import segment_tiles
 from crownsam.everything.store import TileStore, run_key
 from crownsam.synthetic import generate_scene
@@ -23,22 +24,33 @@ def scene(tmp_path_factory):
     return generate_scene(tmp_path_factory.mktemp("scene"), size=SIZE, seed=SEED)
 
 
-def tiles_of(scene, d: Path, loop: WindowLoopParams) -> list:
+def generator(
+    scene, kind: type[KnownAnswerGenerator] = KnownAnswerGenerator, params: EverythingParams = PARAMS
+) -> KnownAnswerGenerator:
     import geopandas as gpd
 
     objects, _ = objects_for(scene, gpd.read_file(scene.truth))
     with rasterio.open(scene.ortho) as src:
-        gen = KnownAnswerGenerator(objects, src.transform, PARAMS)
-    prep = prepare(EverythingRequest(ortho=str(scene.ortho), out=str(d / "masks.gpkg"), params=PARAMS))
-    store = TileStore(str(d / "parts"), run_key(prep.info, prep.stretch, PARAMS, gen.name, None, False))
-    run = segment_tiles(prep.ortho, prep.grid, prep.tiles, gen, PARAMS, prep.stretch, store, loop=loop)
+        return kind(objects, src.transform, params)
+
+
+def tiles_of(
+    scene,
+    d: Path,
+    loop: WindowLoopParams,
+    gen: KnownAnswerGenerator | None = None,
+    params: EverythingParams = PARAMS,
+) -> list:
+    gen = gen or generator(scene, params=params)
+    prep = prepare(EverythingRequest(ortho=str(scene.ortho), out=str(d / "masks.gpkg"), params=params))
+    store = TileStore(str(d / "parts"), run_key(prep.info, prep.stretch, params, gen.name, None, False))
+    run = segment_tiles(prep.ortho, prep.grid, prep.tiles, gen, params, prep.stretch, store, loop=loop)
     assert run.processed == len(prep.tiles) > 1
+    assert [t["key"] for t in run.tiles] == [t.key for t in prep.tiles]  # summaries in the tiles' order
     return [store.get(t.key) for t in prep.tiles]
 
 
-def test_pipeline_tiles_equal_the_sequential_loop(scene, tmp_path) -> None:
-    seq = tiles_of(scene, tmp_path / "seq", WindowLoopParams(workers=0))
-    piped = tiles_of(scene, tmp_path / "w2", WindowLoopParams(workers=2))
+def assert_same_tiles(seq: list, piped: list) -> None:
     assert sum(len(t.rows) for t in seq) > 10
     for a, b in zip(seq, piped, strict=True):
         assert a.key == b.key
@@ -52,6 +64,11 @@ def test_pipeline_tiles_equal_the_sequential_loop(scene, tmp_path) -> None:
         )
         assert len(a.geoms) == len(b.geoms)
         assert all(shapely.equals_exact(g, h, tolerance=0) for g, h in zip(a.geoms, b.geoms, strict=True))
+
+
+def test_pipeline_tiles_equal_the_sequential_loop(scene, tmp_path) -> None:
+    seq = tiles_of(scene, tmp_path / "seq", WindowLoopParams(workers=0))
+    assert_same_tiles(seq, tiles_of(scene, tmp_path / "w2", WindowLoopParams(workers=2)))
 
 
 class SeesTheBlockCache(KnownAnswerGenerator):
@@ -90,3 +107,27 @@ def test_the_block_cache_holds_a_row_of_tiles_during_the_loop(scene, tmp_path) -
     )
     assert gen.cache == {want} and 0 < want < before
     assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+
+
+def test_a_raster_too_wide_for_the_cache_is_read_in_strips(scene, tmp_path, monkeypatch) -> None:
+    """With a cache budget below one row of read windows across the scene, tiles are read in strips, with
+    the strips' cache; every tile stores what row-major order stores (6 x 6 tiles of 256 px: strips of
+    fewer blocks than the scene's 6 across)."""
+    from dataclasses import replace
+
+    from crownsam.common import raster
+    from crownsam.common.raster import window_rows_cache_mib, window_strips
+
+    small = replace(PARAMS, tile=256, padding=32)
+    loop = WindowLoopParams(workers=2)
+    rows = tiles_of(scene, tmp_path / "rows", loop, params=small)
+    prep = prepare(EverythingRequest(ortho=str(scene.ortho), out=str(tmp_path / "m.gpkg"), params=small))
+    read = prep.grid.tile + 2 * prep.grid.padding
+    with rasterio.open(scene.ortho) as src:
+        monkeypatch.setattr(raster, "WINDOW_CACHE_MIB", window_rows_cache_mib(src, read) * 0.6)
+        strip, mib = window_strips(src, read, prep.grid.tile)
+        assert strip < src.width
+    gen = generator(scene, SeesTheBlockCache, small)
+    strips = tiles_of(scene, tmp_path / "strips", loop, gen, small)
+    assert isinstance(gen, SeesTheBlockCache) and gen.cache == {int(mib * 2**20)}
+    assert_same_tiles(rows, strips)

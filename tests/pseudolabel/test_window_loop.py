@@ -151,16 +151,19 @@ def test_segment_table_rows_are_the_segments() -> None:
 
 
 class SeesTheBlockCache(KnownAnswerPredictor):
-    """The known-answer predictor, recording GDAL's block cache size (bytes) whenever it is given a window."""
+    """The known-answer predictor, recording GDAL's block cache size (bytes) whenever it is given a window,
+    and the windows' offsets in the order given."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.cache: set[int] = set()
+        self.order: list[tuple[int, int]] = []
 
     def set_image(self, image, window) -> None:
         from rasterio._env import get_gdal_config
 
         self.cache.add(int(get_gdal_config("GDAL_CACHEMAX")))
+        self.order.append((window.row_off, window.col_off))
         super().set_image(image, window)
 
 
@@ -187,3 +190,36 @@ def test_the_block_cache_holds_a_row_of_windows_during_the_loop(scene, plan_file
     run_pseudolabel(req, predictor=oracle)
     assert oracle.cache == {want} and 0 < want < whole < before
     assert int(get_gdal_config("GDAL_CACHEMAX")) == before
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_raster_too_wide_for_the_cache_is_read_in_strips(
+    scene, plan_file, tmp_path, workers, monkeypatch
+) -> None:
+    """With a cache budget below one row of windows across the scene, windows are read in strips (each
+    row by row), with the strip's cache; the labels and the claims are those of row-major order."""
+    from crownsam.common import raster
+    from crownsam.common.raster import window_rows_cache_mib, window_strips
+    from crownsam.tiling.grid import strip_order
+    from crownsam.tiling.plan import Plan
+
+    plan = Plan.load(plan_file)
+    rows = run(scene, plan_file, tmp_path / "rows.gpkg", WindowLoopParams(workers=workers), (0, 1))
+    with rasterio.open(scene.ortho) as src:
+        monkeypatch.setattr(raster, "WINDOW_CACHE_MIB", window_rows_cache_mib(src, plan.window) * 0.7)
+        strip, mib = window_strips(src, plan.window, plan.stride)
+        oracle = SeesTheBlockCache(gpd.read_file(scene.truth), src.transform)
+    assert strip < plan.width
+    req = PseudolabelRequest(
+        ortho=str(scene.ortho), segments=str(scene.coarse), out=str(tmp_path / "strips.gpkg"),
+        plan=str(plan_file), shard=(0, 1), progress=False, resume_dir="",
+        params=PseudolabelParams(exclusive=True, fallback=True), loop=WindowLoopParams(workers=workers),
+    )  # fmt: skip
+    run_pseudolabel(req, predictor=oracle)
+    offsets = [(w.row_off, w.col_off) for w in plan.windows]
+    assert oracle.order == [offsets[i] for i in strip_order(offsets, strip)] != offsets
+    assert oracle.cache == {int(mib * 2**20)}
+    assert_same_labels(gpd.read_file(tmp_path / "strips.gpkg"), gpd.read_file(rows))
+    a = json.loads(Path(claims_path(str(tmp_path / "strips.gpkg"))).read_text())
+    b = json.loads(Path(claims_path(str(rows))).read_text())
+    assert a == b and len(a["claims"]) > 10

@@ -257,6 +257,34 @@ def test_the_block_cache_holds_a_row_of_windows_during_the_loop(tmp_path, worker
     assert int(get_gdal_config("GDAL_CACHEMAX")) == before
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_raster_too_wide_for_the_cache_is_read_in_strips(tmp_path, workers, monkeypatch):
+    """With a cache budget below one row of windows across the raster, windows are read in strips, with
+    the strips' cache; the crowns are those of row-major order, row for row."""
+    from rasterio.shutil import copy
+
+    from crownsam.common import raster
+    from crownsam.common.raster import window_rows_cache_mib, window_strips
+
+    s = make_export(tmp_path, grid=(2, 3))
+    _with_nodata_corner(s.ortho)
+    ortho = tmp_path / "tiled.tif"  # blocks of 32 px: strips narrower than the raster need fewer
+    copy(s.ortho, ortho, tiled=True, blockxsize=32, blockysize=32)
+    args = (BlobModel(), ortho, (1, 2, 3), stretch_of(ortho))
+    kw = {"window": 100, "overlap": 0.3}
+    rows, s0 = predict_with(workers, *args, **kw)
+    with rasterio.open(ortho) as src:
+        monkeypatch.setattr(raster, "WINDOW_CACHE_MIB", window_rows_cache_mib(src, 100) * 0.6)
+        strip, mib = window_strips(src, 100, 70)
+        assert strip < src.width
+    model = SeesTheBlockCache()
+    strips, s1 = predict_with(workers, model, *args[1:], **kw)
+    assert model.cache == {int(mib * 2**20)}
+    assert s0["windows"] == 24 and len(rows) > 10
+    assert {k: s0[k] for k in COUNTS} == {k: s1[k] for k in COUNTS}
+    assert_same_crowns(rows, strips)
+
+
 def test_untrained_mask_rcnn_crowns_do_not_depend_on_workers(tmp_path):
     """A tiny untrained torchvision Mask R-CNN (its outlines mean nothing): the same crowns either way."""
     from crownsam.training.model import build_model
