@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from crownsam.common.vector import ID_COLUMN
 from crownsam.pseudolabel.api import LAYER, claims_path
 from crownsam.pseudolabel.exclusive import Claim, resolve_across_windows
 from crownsam.pseudolabel.run import label_figures
+from crownsam.pseudolabel.spill import SpilledClaims
 
 SUMMED = ("windows_planned", "windows_processed", "windows_resumed", "segments_prompted", "segments_labeled")
 
@@ -109,8 +111,10 @@ def summed_sections(summaries: list[dict]) -> dict:
     return out
 
 
-def read_claims(uri: str, run_key: str) -> dict[int, Claim]:
-    """The claims a shard wrote beside its labels (see :func:`crownsam.pseudolabel.api.claims_path`)."""
+def read_claims(uri: str, run_key: str, into: SpilledClaims) -> None:
+    """Add the claims a shard wrote beside its labels (see :func:`crownsam.pseudolabel.api.claims_path`)
+    to ``into``, window by window: the file is parsed whole, but its logit patches are decoded one window
+    at a time and go to local disk (:class:`crownsam.pseudolabel.spill.SpilledClaims`)."""
     path = claims_path(uri)
     if not storage.exists(path):
         raise InputError(path, "claims of this shard are missing (needed for exclusive labels)")
@@ -118,18 +122,28 @@ def read_claims(uri: str, run_key: str) -> dict[int, Claim]:
         d = json.loads(storage.read_bytes(path))
     except ValueError as exc:
         raise InputError(path, f"not a claims file ({exc})") from exc
-    if d.get("run_key") != run_key:
+    if not isinstance(d, dict) or d.get("run_key") != run_key:
         raise InputError(path, "claims belong to another run than the shard's labels")
-    return {c.segment_id: c for c in (Claim.from_dict(x) for x in d["claims"])}
+    try:
+        by_window: dict[tuple[int, int], list[dict]] = {}
+        for x in d["claims"]:
+            by_window.setdefault((int(x["row_off"]), int(x["col_off"])), []).append(x)
+        del d
+        for key in sorted(by_window):
+            into.add([Claim.from_dict(x) for x in by_window.pop(key)])
+    except KeyError as exc:
+        raise InputError(path, f"not a claims file (a claim has no {exc})") from exc
+    except (TypeError, ValueError, zlib.error) as exc:
+        raise InputError(path, f"not a claims file ({exc})") from exc
 
 
 def resolve_shards(
     labels: gpd.GeoDataFrame, merged: dict, inputs: list[str], summaries: list[dict]
 ) -> gpd.GeoDataFrame:
     """The cross-window exclusive step on the merged labels; updates ``merged`` (in place)."""
-    claims: dict[int, Claim] = {}
+    claims = SpilledClaims()
     for uri, s in zip(inputs, summaries, strict=True):
-        claims |= read_claims(uri, s["run_key"])
+        read_claims(uri, s["run_key"], claims)
     missing = set(labels[ID_COLUMN].astype(int)) - set(claims)
     if missing:
         raise InputError(inputs[0], f"no claim for segment_id {min(missing)} (shard outputs incomplete?)")

@@ -322,6 +322,55 @@ def test_exclusive_across_windows_sharded_equals_unsharded(scene, truth, transfo
     with pytest.raises(InputError, match="claims of this shard are missing"):
         merge_shards(outs, str(tmp_path / "bad.gpkg"))
     assert not (tmp_path / "bad.gpkg").exists()
+    moved.rename(tmp_path / claims_of_1)
+
+
+def test_merge_reads_claims_back_from_disk_and_rejects_corrupt_ones(
+    scene, truth, transform, crowns, tmp_path, monkeypatch, capsys
+) -> None:
+    """merge-labels keeps the shards' claims on local disk (spill), reading them back window by window:
+    with one window in memory at a time the merged labels are the same. A claims file with a claim cut
+    short or a corrupt logit patch is a one-line error naming it, exit code 2, and nothing written."""
+    from functools import partial
+
+    from crownsam.pseudolabel import merge
+    from crownsam.pseudolabel.spill import SpilledClaims
+
+    segments = write(crowns, tmp_path / "seg.gpkg")
+    plan, _, _ = plan_from_files(str(scene.ortho), segments)
+    plan.save(tmp_path / "plan.json")
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"shard{i}.gpkg"
+        req = PseudolabelRequest(
+            ortho=str(scene.ortho), segments=segments, out=str(out), plan=str(tmp_path / "plan.json"),
+            shard=(i, 2), progress=False, params=PseudolabelParams(fallback=False),
+        )  # fmt: skip
+        run_pseudolabel(req, predictor=Bleeding(truth, transform))
+        outs.append(str(out))
+    assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(tmp_path / "held.gpkg")]) == 0
+    monkeypatch.setattr(merge, "SpilledClaims", partial(SpilledClaims, keep=1))
+    assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(tmp_path / "spilled.gpkg")]) == 0
+    a, b = gpd.read_file(tmp_path / "held.gpkg"), gpd.read_file(tmp_path / "spilled.gpkg")
+    assert len(a) > 3 and a.segment_id.tolist() == b.segment_id.tolist()
+    assert all(g.equals(h) for g, h in zip(a.geometry, b.geometry, strict=True))
+    assert json.loads((tmp_path / "held.summary.json").read_text())["exclusive"]["cross_window_pairs"] > 0
+
+    path = tmp_path / claims_path(outs[1])
+    good = json.loads(path.read_text())
+    with_patch = next(i for i, c in enumerate(good["claims"]) if c["patch"])
+    no_box = json.loads(json.dumps(good))
+    del no_box["claims"][0]["box"]
+    bad_patch = json.loads(json.dumps(good))
+    bad_patch["claims"][with_patch]["patch"]["data"] = "bm90IHpsaWI="  # base64 of "not zlib"
+    capsys.readouterr()
+    for bad, problem in [(no_box, "a claim has no 'box'"), (bad_patch, "not a claims file (Error -3")]:
+        path.write_text(json.dumps(bad))
+        out = tmp_path / "bad.gpkg"
+        assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"crownsam: error: {path}: ") and problem in err[0], err
+        assert not out.exists() and not (tmp_path / "bad.summary.json").exists()
 
 
 def test_ties_go_to_the_lower_segment_id(scene, truth, transform, crowns, tmp_path) -> None:
