@@ -274,6 +274,23 @@ def test_calibration_removes_bleeding_in_one_window(tmp_path_factory) -> None:
     assert all(f"{s}</td>" in html for s in ("coarse", "pseudo-box", "pseudo-npc"))
 
 
+def shards(scene, segments: str, predictor: KnownAnswerPredictor, d, n: int) -> list[str]:
+    """Run the ``n`` shards of the default plan (no fallback) into ``d``; their labels' paths."""
+    plan, _, _ = plan_from_files(str(scene.ortho), segments)
+    plan.save(d / "plan.json")
+    outs = []
+    for i in range(n):
+        out = d / f"shard{i}.gpkg"
+        req = PseudolabelRequest(
+            ortho=str(scene.ortho), segments=segments, out=str(out), plan=str(d / "plan.json"),
+            shard=(i, n), progress=False, params=PseudolabelParams(fallback=False),
+        )  # fmt: skip
+        s = run_pseudolabel(req, predictor=predictor)
+        assert s["exclusive"]["pending"] is True
+        outs.append(str(out))
+    return outs
+
+
 def test_exclusive_across_windows_sharded_equals_unsharded(scene, truth, transform, crowns, tmp_path) -> None:
     """Four windows: labels of neighbouring windows claim the same pixels. Resolved at the end of an
     unsharded run and where shards are merged, with identical output and no overlap left; concatenating
@@ -285,23 +302,7 @@ def test_exclusive_across_windows_sharded_equals_unsharded(scene, truth, transfo
     )
     assert ws["overlap_in_output"]["pairs"] == 0 and overlap_figures(whole.geometry.values)["pairs"] == 0
 
-    plan, _, _ = plan_from_files(str(scene.ortho), segments)
-    plan.save(tmp_path / "plan.json")
-    outs = []
-    for i in range(3):
-        out = tmp_path / f"shard{i}.gpkg"
-        req = PseudolabelRequest(
-            ortho=str(scene.ortho),
-            segments=segments,
-            out=str(out),
-            plan=str(tmp_path / "plan.json"),
-            shard=(i, 3),
-            progress=False,
-            params=PseudolabelParams(fallback=False),
-        )
-        s = run_pseudolabel(req, predictor=Bleeding(truth, transform))
-        assert s["exclusive"]["pending"] is True
-        outs.append(str(out))
+    outs = shards(scene, segments, Bleeding(truth, transform), tmp_path, 3)
     concat = gpd.GeoDataFrame(pd.concat([gpd.read_file(o) for o in outs]), crs=whole.crs)
     assert overlap_figures(concat.geometry.values)["pairs"] > 0
     assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(tmp_path / "merged.gpkg")]) == 0
@@ -336,18 +337,7 @@ def test_merge_reads_claims_back_from_disk_and_rejects_corrupt_ones(
     from crownsam.pseudolabel import merge
     from crownsam.pseudolabel.spill import SpilledClaims
 
-    segments = write(crowns, tmp_path / "seg.gpkg")
-    plan, _, _ = plan_from_files(str(scene.ortho), segments)
-    plan.save(tmp_path / "plan.json")
-    outs = []
-    for i in range(2):
-        out = tmp_path / f"shard{i}.gpkg"
-        req = PseudolabelRequest(
-            ortho=str(scene.ortho), segments=segments, out=str(out), plan=str(tmp_path / "plan.json"),
-            shard=(i, 2), progress=False, params=PseudolabelParams(fallback=False),
-        )  # fmt: skip
-        run_pseudolabel(req, predictor=Bleeding(truth, transform))
-        outs.append(str(out))
+    outs = shards(scene, write(crowns, tmp_path / "seg.gpkg"), Bleeding(truth, transform), tmp_path, 2)
     assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(tmp_path / "held.gpkg")]) == 0
     monkeypatch.setattr(merge, "SpilledClaims", partial(SpilledClaims, keep=1))
     assert cli.main(["merge-labels", "--inputs", *outs, "--out", str(tmp_path / "spilled.gpkg")]) == 0
