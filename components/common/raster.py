@@ -169,7 +169,7 @@ def window_strips(
 ) -> tuple[int, float]:
     """(strip, cache MiB) for a loop over windows ``window`` px square whose column offsets are ``stride``
     apart (the last one may be aligned to the raster's edge): it reads them strip by strip, the windows
-    with column offsets in ``[k * strip, (k + 1) * strip)`` (:func:`crownsam.tiling.grid.strip_order`),
+    with column offsets in ``[k * strip, (k + 1) * strip)`` (:func:`strip_order`),
     each strip row by row, with a block cache of one row of a strip's windows
     (:func:`window_rows_cache_mib`). One strip (plain row-major order) when the whole width fits
     ``budget_mib`` (None: :data:`WINDOW_CACHE_MIB`); else the widest strips of whole strides, as even as
@@ -187,6 +187,22 @@ def window_strips(
     strip = per * stride
     mib = window_rows_cache_mib(src, window, strip + window)
     return (strip, mib) if mib < whole else (src.width, whole)  # blocks as wide as the raster: no gain
+
+
+def strip_order(offsets: Sequence[tuple[int, int]], strip: int) -> list[int]:
+    """Indices of the windows at pixel ``offsets`` (row, column) in the order a window loop reads them:
+    vertical strips of the windows whose column offsets lie in ``[k * strip, (k + 1) * strip)``, left to
+    right, each row by row and left to right (row-major order when ``strip`` spans every offset)."""
+    return sorted(range(len(offsets)), key=lambda i: (offsets[i][1] // strip, offsets[i][0], offsets[i][1]))
+
+
+def reading_order(
+    src: rasterio.io.DatasetReader, offsets: Sequence[tuple[int, int]], window: int, stride: int
+) -> tuple[list[int], float]:
+    """Indices of the windows at pixel ``offsets`` (row, column) in the order a window loop reads them
+    (:func:`strip_order` of :func:`window_strips`), and the GDAL block cache (MiB) to read them with."""
+    strip, mib = window_strips(src, window, stride)
+    return strip_order(offsets, strip), mib
 
 
 def nearest_samples(n: int, out: int) -> np.ndarray:
@@ -253,7 +269,7 @@ def sampled_valid_values(
         here = rows[(rows >= r0) & (rows < r1)] - r0
         if not here.size:
             continue
-        strips: list[np.ndarray] = []
+        chunks: list[np.ndarray] = []
         valids: list[list[np.ndarray | None]] = [[] for _ in bands]
         for c0 in range(0, src.width, across):
             c1 = min(c0 + across, src.width)
@@ -262,23 +278,23 @@ def sampled_valid_values(
                 continue
             window = Window(c0, r0, c1 - c0, r1 - r0)
             sample = src.read(list(bands), window=window)[:, here][:, :, there]
-            strips.append(sample)
+            chunks.append(sample)
             for i, b in enumerate(bands):
                 valids[i].append(_valid_sample(src, b, sample[i], window, here, there))
-        strip = np.concatenate(strips, axis=2)
+        row = np.concatenate(chunks, axis=2)
         for i in range(len(bands)):
             parts[i].append(
-                strip[i][_strip_valid(valids[i], strips)]
+                row[i][_chunks_valid(valids[i], chunks)]
                 if any(v is not None for v in valids[i])
-                else strip[i].ravel()
+                else row[i].ravel()
             )
     return [np.concatenate(p) if p else np.empty(0) for p in parts]
 
 
-def _strip_valid(valids: list[np.ndarray | None], strips: list[np.ndarray]) -> np.ndarray:
+def _chunks_valid(valids: list[np.ndarray | None], chunks: list[np.ndarray]) -> np.ndarray:
     """One band's validity across a row of chunks (None: every pixel of that chunk is valid)."""
     return np.concatenate(
-        [np.ones(s.shape[1:], dtype=bool) if v is None else v for v, s in zip(valids, strips, strict=True)],
+        [np.ones(s.shape[1:], dtype=bool) if v is None else v for v, s in zip(valids, chunks, strict=True)],
         axis=1,
     )
 

@@ -175,10 +175,9 @@ def segment_tiles(
     The tiles go through a window pipeline (:mod:`crownsam.common.window_pipeline`) as ``loop`` says
     (None: the sequential loop; ``window_batch`` does not apply): tiles read ahead in a thread, the passes
     in this thread, parts and strips in worker processes, in the order of
-    :func:`crownsam.common.raster.window_strips` (the summaries in that of ``tiles``). The results do not
+    :func:`crownsam.common.raster.reading_order` (the summaries in that of ``tiles``). The results do not
     depend on ``loop``."""
-    from crownsam.common.raster import gdal_cache, open_raster, window_strips
-    from crownsam.tiling.grid import strip_order
+    from crownsam.common.raster import gdal_cache, open_raster, reading_order
 
     t0 = time.perf_counter()
     m0 = generator.model_seconds
@@ -192,8 +191,10 @@ def segment_tiles(
             summaries[tile.key] = tile_summary(saved) | {"resumed": True}
     settings = replace((loop or WindowLoopParams(workers=0)).settings(), batch=1)
     with open_raster(ortho) as src:
-        strip_px, cache_mib = window_strips(src, grid.tile + 2 * grid.padding, grid.tile)
-        order = [tiles[i] for i in strip_order([(t.read[0], t.read[1]) for t in tiles], strip_px)]
+        indices, cache_mib = reading_order(
+            src, [(t.read[0], t.read[1]) for t in tiles], grid.tile + 2 * grid.padding, grid.tile
+        )
+        order = [tiles[i] for i in indices]
         todo = [t for t in order if t.key not in summaries]
         # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)
         stream = run_pipeline(

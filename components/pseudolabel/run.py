@@ -36,7 +36,7 @@ from rasterio import Affine
 from rasterio.windows import Window
 
 from crownsam.common.progress import progress_bar
-from crownsam.common.raster import gdal_cache, open_raster, read_band_window, window_strips
+from crownsam.common.raster import gdal_cache, open_raster, read_band_window, reading_order
 from crownsam.common.vector import ID_COLUMN
 from crownsam.common.window_pipeline import WindowLoopParams, preload, run_pipeline, task_cpus
 from crownsam.pseudolabel.exclusive import (
@@ -71,7 +71,6 @@ from crownsam.pseudolabel.prompts import batches, negatives_from_pairs
 from crownsam.pseudolabel.resume import WindowResult, WindowStore
 from crownsam.pseudolabel.spill import SpilledClaims
 from crownsam.pseudolabel.treetops import to_window_pixels
-from crownsam.tiling.grid import strip_order
 from crownsam.tiling.plan import Plan, WindowTask, pixel_geometries
 
 log = logging.getLogger(__name__)
@@ -515,8 +514,9 @@ def pseudolabel_plan(
     )
     # GDAL decodes a window's tiles in parallel: most useful while the workers have nothing to do yet
     with open_raster(ortho_path or plan.ortho, threads=task_cpus()) as src:
-        strip_px, cache_mib = window_strips(src, plan.window, plan.stride)
-        order = strip_order([(w.row_off, w.col_off) for w in plan.windows], strip_px)
+        order, cache_mib = reading_order(
+            src, [(w.row_off, w.col_off) for w in plan.windows], plan.window, plan.stride
+        )
         windows = [plan.windows[i] for i in order]
         todo = [w for w in windows if w.key not in done]
         with gdal_cache(cache_mib):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 WINDOW = 1024
@@ -25,13 +23,6 @@ def window_offsets(length: int, size: int = WINDOW, stride: int = STRIDE) -> lis
     if offsets[-1] != length - size:
         offsets.append(length - size)
     return offsets
-
-
-def strip_order(offsets: Sequence[tuple[int, int]], strip: int) -> list[int]:
-    """Indices of the windows at pixel ``offsets`` (row, column) in the order a window loop reads them:
-    vertical strips of the windows whose column offsets lie in ``[k * strip, (k + 1) * strip)``, left to
-    right, each row by row and left to right (row-major order when ``strip`` spans every offset)."""
-    return sorted(range(len(offsets)), key=lambda i: (offsets[i][1] // strip, offsets[i][0], offsets[i][1]))
 
 
 def ownership_bounds(offsets: list[int], length: int, size: int = WINDOW) -> np.ndarray:

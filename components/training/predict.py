@@ -56,10 +56,9 @@ from crownsam.common.raster import (
     gdal_cache,
     open_raster,
     read_error,
-    window_strips,
+    reading_order,
 )
 from crownsam.common.window_pipeline import WindowLoopParams, run_pipeline
-from crownsam.tiling.grid import strip_order
 
 log = logging.getLogger(__name__)
 
@@ -483,8 +482,9 @@ def predict_ortho(
             (loop or WindowLoopParams(workers=0)).settings(), batch=batch_size, processes=False
         )
         # read in strips when the raster is wide; the instances are kept in the windows' order
-        strip_px, cache_mib = window_strips(src, window, window_stride(window, overlap))
-        order = strip_order([(w.row, w.col) for w in wins], strip_px)
+        order, cache_mib = reading_order(
+            src, [(w.row, w.col) for w in wins], window, window_stride(window, overlap)
+        )
         found_in: list[list[Instance]] = [[] for _ in wins]
         try:
             # src is used by one thread only: the reader thread (pipeline), or this one (sequential loop)

@@ -25,6 +25,7 @@ from crownsam.common.raster import (
     sample_cache_mib,
     sample_chunk,
     sampled_valid_values,
+    strip_order,
     window_rows_cache_mib,
     window_strips,
 )
@@ -266,8 +267,6 @@ def test_window_strips_bound_the_cache_and_decode_little_twice(tmp_path: Path) -
     strip it lies in (the simulated LRU cache), so only blocks where strips overlap can be decoded twice.
     Row by row across the whole width with that cache decodes the overlap of every two rows of windows
     twice."""
-    from crownsam.tiling.grid import strip_order
-
     width, height, window, stride, block = 9000, 2100, 1024, 512, 256
     data = np.zeros((2, height, width), dtype=np.uint16)
     path = write_array(
@@ -299,6 +298,18 @@ def test_window_strips_bound_the_cache_and_decode_little_twice(tmp_path: Path) -
         whole = window_rows_cache_mib(src, window)
         assert window_strips(src, window, stride, budget_mib=whole / 2) == (width, whole)
     assert _decoded(blocks, offsets, window, block)[0] > 1.3 * distinct  # row-major order, same cache
+
+
+def test_strip_order_goes_down_each_strip_then_right() -> None:
+    """Windows of a 3 x 5 grid (stride 10, the last column at the edge, offset 37) in strips of two
+    columns of offsets: each strip row by row; a strip spanning every offset is plain row-major order."""
+    cols = [0, 10, 20, 30, 37]
+    offsets = [(r, c) for r in (0, 10, 20) for c in cols]
+    got = [offsets[i] for i in strip_order(offsets, 20)]
+    assert got == [(r, c) for s in ([0, 10], [20, 30, 37]) for r in (0, 10, 20) for c in s]
+    assert strip_order(offsets, 38) == list(range(15))  # every offset in one strip
+    shuffled = offsets[::-1]
+    assert [shuffled[i] for i in strip_order(shuffled, 1000)] == offsets
 
 
 def test_a_corrupt_raster_gives_the_same_error_every_time(tmp_path: Path) -> None:

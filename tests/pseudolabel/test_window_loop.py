@@ -199,8 +199,7 @@ def test_a_raster_too_wide_for_the_cache_is_read_in_strips(
     """With a cache budget below one row of windows across the scene, windows are read in strips (each
     row by row), with the strip's cache; the labels and the claims are those of row-major order."""
     from crownsam.common import raster
-    from crownsam.common.raster import window_rows_cache_mib, window_strips
-    from crownsam.tiling.grid import strip_order
+    from crownsam.common.raster import strip_order, window_rows_cache_mib, window_strips
     from crownsam.tiling.plan import Plan
 
     plan = Plan.load(plan_file)

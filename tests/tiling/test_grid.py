@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crownsam.tiling.grid import owner, ownership_bounds, strip_order, window_offsets
+from crownsam.tiling.grid import owner, ownership_bounds, window_offsets
 
 
 @pytest.mark.parametrize(
@@ -73,15 +73,3 @@ def test_interior_owners_keep_a_quarter_window_margin(length: int) -> None:
     local = coords - np.asarray(offs)[own]
     assert (local[own > 0] >= 256).all()
     assert (local[own < len(offs) - 1] < 768).all()
-
-
-def test_strip_order_goes_down_each_strip_then_right() -> None:
-    """Windows of a 3 x 5 grid (stride 10, the last column at the edge, offset 37) in strips of two
-    columns of offsets: each strip row by row; a strip spanning every offset is plain row-major order."""
-    cols = [0, 10, 20, 30, 37]
-    offsets = [(r, c) for r in (0, 10, 20) for c in cols]
-    got = [offsets[i] for i in strip_order(offsets, 20)]
-    assert got == [(r, c) for s in ([0, 10], [20, 30, 37]) for r in (0, 10, 20) for c in s]
-    assert strip_order(offsets, 38) == list(range(15))  # every offset in one strip
-    shuffled = offsets[::-1]
-    assert [shuffled[i] for i in strip_order(shuffled, 1000)] == offsets
