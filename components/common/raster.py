@@ -134,6 +134,12 @@ def gdal_cache(mib: float) -> Iterator[None]:
         set_gdal_config("GDAL_CACHEMAX", before)
 
 
+def pixel_bytes(src: rasterio.io.DatasetReader) -> int:
+    """Bytes of one pixel of every band in GDAL's block cache (all bands at the widest band's type: a
+    pixel-interleaved file caches every band of a block it reads)."""
+    return src.count * max(np.dtype(dt).itemsize for dt in src.dtypes)
+
+
 def block_rows_mib(src: rasterio.io.DatasetReader, rows: int, columns: int | None = None) -> float:
     """MiB of GDAL blocks (all bands: a pixel-interleaved file caches every band of a block it reads) that
     cover ``rows`` raster rows across ``columns`` (None: the whole width), plus one row of blocks (and,
@@ -144,8 +150,7 @@ def block_rows_mib(src: rasterio.io.DatasetReader, rows: int, columns: int | Non
     blocks_across = -(-src.width // bw)
     if columns is not None:
         blocks_across = min(blocks_across, -(-columns // bw) + 1)
-    itemsize = max(np.dtype(dt).itemsize for dt in src.dtypes)
-    return blocks_down * bh * blocks_across * bw * src.count * itemsize / 2**20
+    return blocks_down * bh * blocks_across * bw * pixel_bytes(src) / 2**20
 
 
 def window_rows_cache_mib(
@@ -240,7 +245,7 @@ def sample_chunk(src: rasterio.io.DatasetReader) -> tuple[int, int]:
     :data:`SAMPLE_CHUNK_MIB` of decoded blocks of every band."""
     bh, bw = src.block_shapes[0]
     rows = bh * max(1, 256 // bh)
-    block_bytes = rows * bw * src.count * max(np.dtype(dt).itemsize for dt in src.dtypes)
+    block_bytes = rows * bw * pixel_bytes(src)
     blocks = min(-(-src.width // bw), max(1, int(SAMPLE_CHUNK_MIB * 2**20 // block_bytes)))
     return rows, bw * blocks
 
@@ -249,7 +254,7 @@ def sample_cache_mib(src: rasterio.io.DatasetReader) -> float:
     """The GDAL block cache :func:`sampled_valid_values` reads with: two of its chunks (every band), so a
     chunk's blocks stay cached until every band of them is copied."""
     rows, columns = sample_chunk(src)
-    return 2 * rows * columns * src.count * max(np.dtype(dt).itemsize for dt in src.dtypes) / 2**20
+    return 2 * rows * columns * pixel_bytes(src) / 2**20
 
 
 def sampled_valid_values(

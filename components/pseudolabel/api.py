@@ -263,7 +263,7 @@ def run_pseudolabel(req: PseudolabelRequest, predictor: PromptPredictor | None =
         result.labels.to_file(tmps[0], layer=LAYER, driver="GPKG")
         tmps[1].write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
         if pending:
-            claims = [d for _, d in sorted((s, c.to_dict()) for s, c in result.claims.in_file_order())]
+            claims = [c.to_dict() for _, c in sorted(result.claims.in_file_order(), key=lambda p: p[0])]
             tmps[2].write_text(json.dumps({"run_key": key, "claims": claims}) + "\n")
     if parts:
         storage.delete_prefix(parts)
